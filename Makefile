@@ -1,0 +1,38 @@
+# The README's two commands: `make serve` and `make test`. Everything installs into .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+REPO ?= model_repository
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help install export serve test bench clean
+
+help:
+	@echo "make serve   install, export missing models, start Triton + the OpenAI frontend"
+	@echo "make test    run the whole suite (unit, API, contract, integration) with coverage"
+	@echo "make export  export the default models into $(REPO)/ (skips what is up to date)"
+	@echo "make bench   run the benchmarks and print the tables for docs/benchmarks.md"
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# One resolver pass with numpy<2, so pins such as ml-dtypes stay numpy-1 compatible.
+	$(PY) -m pip install -q -e ".[triton,export,test]" "numpy<2"
+	touch $@
+
+install: $(VENV)/.installed
+
+export: install
+	$(PY) -m export_scripts all --repository $(REPO)
+
+serve: export
+	$(PY) -m launcher serve --repository $(REPO)
+
+test: export
+	$(PY) -m pytest --cov --cov-report=term
+
+bench: export
+	$(PY) -m bench
+
+clean:
+	rm -rf .run .pytest_cache .coverage htmlcov

@@ -1,0 +1,211 @@
+"""Run the tritonserver binary bundled in the nvidia-pytriton wheel, on CPU, without a container.
+
+Used by `make serve` and by the integration-test fixtures. What it takes (see docs/triton-local.md):
+a backend directory holding the wheel's Python backend plus our Python-based backends, the wheel's
+shared libraries on LD_LIBRARY_PATH, and MODELGATE_PYTHONPATH naming our code and the venv's
+site-packages for the model.py shims (the stub's interpreter ignores PYTHONPATH).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+log = logging.getLogger(__name__)
+triton_log = logging.getLogger("tritonserver")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+OUR_BACKENDS = PROJECT_ROOT / "backends"
+
+
+class LaunchError(RuntimeError):
+    """Triton could not be started; the message is one line meant for a person."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+    return False
+
+
+def wheel_dir() -> Path:
+    """The `pytriton/tritonserver` folder of the installed wheel."""
+    try:
+        import pytriton  # noqa: PLC0415 - optional until someone starts Triton
+    except ImportError as exc:
+        raise LaunchError("nvidia-pytriton is not installed: run `make install`") from exc
+    return Path(pytriton.__file__).parent / "tritonserver"
+
+
+def build_backend_dir(dest: Path) -> Path:
+    """Assemble `<dest>/python` (wheel backend + stub for this Python) and our Python-based backends."""
+    src = wheel_dir()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = src / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise LaunchError(f"the nvidia-pytriton wheel has no Python backend stub for Python {version}")
+    python_dir = dest / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for item in (src / "backends" / "python").iterdir():
+        if item.is_file():
+            shutil.copy2(item, python_dir / item.name)
+    shutil.copy2(stub, python_dir / stub.name)
+    for backend in OUR_BACKENDS.iterdir():
+        if (backend / "model.py").exists():
+            target = dest / backend.name
+            target.mkdir(exist_ok=True)
+            shutil.copy2(backend / "model.py", target / "model.py")
+    return dest
+
+
+def stub_environment() -> dict[str, str]:
+    """Environment for tritonserver and the Python backend stubs it spawns."""
+    env = dict(os.environ)
+    libs = wheel_dir().parent.parent / "nvidia_pytriton.libs"
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH")) if p)
+    site = sysconfig.get_paths()["purelib"]
+    # The stub's embedded interpreter ignores PYTHONPATH; model.py shims read this variable instead.
+    env["MODELGATE_PYTHONPATH"] = os.pathsep.join((str(PROJECT_ROOT), site))
+    env.setdefault("OMP_NUM_THREADS", "1")  # thread counts are set per model; keep BLAS from oversubscribing
+    return env
+
+
+@dataclass
+class TritonServer:
+    """A tritonserver process in explicit model-control mode. Use as a context manager."""
+
+    repository: Path
+    models: list[str]
+    http_port: int = 0
+    grpc_port: int = 0
+    metrics_port: int = 0
+    cache_bytes: int = 64 * 1024 * 1024
+    run_dir: Path = PROJECT_ROOT / ".run"
+    startup_timeout_s: float = 180.0
+    extra_args: list[str] = field(default_factory=list)
+    _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
+    _tail: deque = field(default_factory=lambda: deque(maxlen=200), init=False, repr=False)
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def _check(self) -> None:
+        if not self.repository.is_dir():
+            raise LaunchError(f"model repository {self.repository} does not exist: run `make export`")
+        for name in self.models:
+            if not (self.repository / name / "config.pbtxt").exists():
+                raise LaunchError(f"model {name!r} is not in {self.repository}: run `make export`")
+        for attr in ("http_port", "grpc_port", "metrics_port"):
+            port = getattr(self, attr)
+            if port == 0:
+                setattr(self, attr, free_port())
+            elif port_in_use(port):
+                raise LaunchError(f"port {port} ({attr.replace('_', ' ')}) is already in use")
+
+    def command(self, backend_dir: Path) -> list[str]:
+        binary = wheel_dir() / "bin" / "tritonserver"
+        if not binary.exists():
+            raise LaunchError(f"tritonserver binary missing at {binary}: reinstall nvidia-pytriton")
+        args = [
+            str(binary),
+            f"--model-repository={self.repository.resolve()}",
+            "--model-control-mode=explicit",
+            f"--backend-directory={backend_dir}",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-metrics=true",
+            f"--cache-directory={wheel_dir() / 'caches'}",
+            f"--cache-config=local,size={self.cache_bytes}",
+            "--log-verbose=0",
+        ]
+        args += [f"--load-model={m}" for m in self.models]
+        return args + self.extra_args
+
+    def start(self) -> "TritonServer":
+        self._check()
+        backend_dir = build_backend_dir(self.run_dir / f"backends-{os.getpid()}-{self.grpc_port}")
+        cmd = self.command(backend_dir)
+        log.info("starting tritonserver (grpc %s, http %s)", self.grpc_port, self.http_port)
+        self._proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=stub_environment(),
+            text=True, errors="replace", start_new_session=True,
+        )
+        threading.Thread(target=self._forward_log, daemon=True).start()
+        self._wait_ready()
+        return self
+
+    def _forward_log(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            line = line.rstrip()
+            self._tail.append(line)
+            triton_log.info("%s", line)
+
+    def _failure_reason(self) -> str:
+        for line in reversed(self._tail):
+            low = line.lower()
+            if "error" in low or "failed" in low or "unable" in low:
+                return line.strip()
+        return self._tail[-1].strip() if self._tail else "no output"
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self._proc.poll() is not None:
+                    time.sleep(0.2)  # let the log thread drain
+                    raise LaunchError(f"tritonserver exited ({self._proc.returncode}): {self._failure_reason()}")
+                try:
+                    if client.get(f"{self.http_url}/v2/health/ready").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.25)
+        self.stop()
+        raise LaunchError(f"tritonserver not ready after {self.startup_timeout_s:.0f}s: {self._failure_reason()}")
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGINT)  # Triton's graceful shutdown: stops models, then exits
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def __enter__(self) -> "TritonServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
