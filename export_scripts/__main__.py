@@ -1,0 +1,54 @@
+"""`python -m export_scripts {all,embeddings,...} --repository model_repository`.
+
+Each exporter module defines `add_arguments(parser)` and `run(args) -> list[str]` (the served model names)
+and is listed in EXPORTERS; `all` runs every exporter with its defaults, skipping what is up to date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+from export_scripts.common import ExportError
+
+# subcommand -> module; the order is the order `all` runs them in.
+EXPORTERS = {
+    "embeddings": "export_scripts.embeddings",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m export_scripts", description=__doc__.splitlines()[0])
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--force", action="store_true", help="export even when the stamp is current")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("all", help="every default model")
+    for name, module in EXPORTERS.items():
+        importlib.import_module(module).add_arguments(sub.add_parser(name, help=f"export a {name} model"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    commands = list(EXPORTERS) if args.command == "all" else [args.command]
+    try:
+        for name in commands:
+            if args.command == "all":  # defaults for that exporter
+                sub_args = parser.parse_args([f"--repository={args.repository}", *(["--force"] * args.force), name])
+            else:
+                sub_args = args
+            served = importlib.import_module(EXPORTERS[name]).run(sub_args)
+            logging.getLogger("export").info("%s: %s ready in %s", name, ", ".join(served), args.repository)
+    except ExportError as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
