@@ -1,4 +1,4 @@
-"""`python -m export_scripts {all,embeddings,...} --repository model_repository`.
+"""`python -m export_scripts {all,embeddings,...} [--repository model_repository] [--force] [options]`.
 
 Each exporter module defines `add_arguments(parser)` and `run(args) -> list[str]` (the served model names)
 and is listed in EXPORTERS; `all` runs every exporter with its defaults, skipping what is up to date.
@@ -21,13 +21,15 @@ EXPORTERS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--repository", type=Path, default=Path("model_repository"))
+    common.add_argument("--force", action="store_true", help="export even when the stamp is current")
     parser = argparse.ArgumentParser(prog="python -m export_scripts", description=__doc__.splitlines()[0])
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
-    parser.add_argument("--force", action="store_true", help="export even when the stamp is current")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("all", help="every default model")
+    sub.add_parser("all", parents=[common], help="every default model")
     for name, module in EXPORTERS.items():
-        importlib.import_module(module).add_arguments(sub.add_parser(name, help=f"export a {name} model"))
+        sub_parser = sub.add_parser(name, parents=[common], help=f"export a {name} model")
+        importlib.import_module(module).add_arguments(sub_parser)
     return parser
 
 
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in commands:
             if args.command == "all":  # defaults for that exporter
-                sub_args = parser.parse_args([f"--repository={args.repository}", *(["--force"] * args.force), name])
+                sub_args = parser.parse_args([name, f"--repository={args.repository}", *(["--force"] * args.force)])
             else:
                 sub_args = args
             served = importlib.import_module(EXPORTERS[name]).run(sub_args)
