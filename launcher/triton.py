@@ -35,6 +35,16 @@ class LaunchError(RuntimeError):
     """Triton could not be started; the message is one line meant for a person."""
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: if the launcher dies (even by SIGKILL), Triton gets SIGTERM."""
+    try:
+        import ctypes  # noqa: PLC0415
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux/glibc: the context manager still stops Triton
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -157,7 +167,7 @@ class TritonServer:
         log.info("starting tritonserver (grpc %s, http %s)", self.grpc_port, self.http_port)
         self._proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=stub_environment(),
-            text=True, errors="replace", start_new_session=True,
+            text=True, errors="replace", start_new_session=True, preexec_fn=_die_with_parent,
         )
         threading.Thread(target=self._forward_log, daemon=True).start()
         self._wait_ready()

@@ -17,7 +17,7 @@ class InputTooLong(ValueError):
 
     def __init__(self, index: int, length: int, limit: int):
         super().__init__(
-            f"input {index} has {length} tokens, more than this model's maximum of {limit}; shorten it"
+            f"This model's maximum context length is {limit} tokens, but input {index} has {length} tokens"
         )
         self.index, self.length, self.limit = index, length, limit
 

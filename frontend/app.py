@@ -1,0 +1,66 @@
+"""`create_app(settings)`: the FastAPI app, owning its Triton client for the app's lifetime."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+
+from frontend.errors import install_handlers
+from frontend.middleware import BodySizeLimit, RequestContext
+from frontend.registry import ModelRegistry
+from frontend.routers import embeddings, health, models
+from frontend.services.embeddings import EmbeddingService
+from frontend.services.models import ModelService
+from frontend.settings import Settings
+from frontend.triton import Backend, TritonBackend
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Everything a request handler may use; built once per app in the lifespan."""
+
+    settings: Settings
+    backend: Backend
+    registry: ModelRegistry
+    models: ModelService
+    embeddings: EmbeddingService
+
+    @classmethod
+    def build(cls, settings: Settings, backend: Backend) -> "Services":
+        registry = ModelRegistry(backend, settings.model_index_ttl_s)
+        return cls(
+            settings=settings, backend=backend, registry=registry,
+            models=ModelService(backend, registry, settings.required_models),
+            embeddings=EmbeddingService(backend, registry, settings.embeddings_max_inputs),
+        )
+
+
+def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
+    """The app. Pass `backend` to use another Backend (tests); otherwise Triton at settings.triton_grpc_url."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        owned = backend is None
+        client = backend or TritonBackend(settings.triton_grpc_url, settings.request_timeout_s,
+                                          settings.triton_lb_policy)
+        app.state.services = Services.build(settings, client)
+        log.info("frontend ready; Triton at %s", settings.triton_grpc_url)
+        try:
+            yield
+        finally:
+            if owned:
+                await client.close()
+
+    app = FastAPI(title="modelgate", summary="OpenAI-compatible API served by NVIDIA Triton", lifespan=lifespan)
+    install_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext)
+    for module in (health, models, embeddings):
+        app.include_router(module.router)
+    return app

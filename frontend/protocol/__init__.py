@@ -1,0 +1,1 @@
+"""OpenAI request and response shapes: plain pydantic data, no numpy or tritonclient here."""

@@ -1,0 +1,100 @@
+"""Which OpenAI models exist: Triton's repository index plus each model's config `parameters`.
+
+No second, hand-kept list: a model is served when it is loaded and its config says `openai_task`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from frontend.errors import InvalidRequest, ModelNotFound, ModelNotReady
+from frontend.triton import Backend
+
+log = logging.getLogger(__name__)
+
+READY = "READY"
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    name: str
+    version: str
+    state: str
+    task: str
+    parameters: dict[str, str]
+    created: int
+
+    @property
+    def ready(self) -> bool:
+        return self.state == READY
+
+    def int_param(self, key: str, default: int | None = None) -> int | None:
+        value = self.parameters.get(key)
+        return int(value) if value not in (None, "") else default
+
+
+def config_parameters(config: dict) -> dict[str, str]:
+    return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+
+
+class ModelRegistry:
+    """Caches the index for `ttl_s`; a name it does not know triggers one refresh before a 404."""
+
+    def __init__(self, backend: Backend, ttl_s: float = 5.0):
+        self.backend = backend
+        self.ttl_s = ttl_s
+        self._models: dict[str, ServedModel] = {}
+        self._configs: dict[tuple[str, str], dict[str, str]] = {}
+        self._created: dict[str, int] = {}
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    def invalidate(self) -> None:
+        self._fetched_at = float("-inf")
+
+    async def refresh(self) -> dict[str, ServedModel]:
+        async with self._lock:
+            index = await self.backend.repository_index()
+            models = {}
+            for entry in index:
+                name, version, state = entry["name"], entry.get("version", ""), entry.get("state", "")
+                if state != READY:
+                    self._configs.pop((name, version), None)  # a reload may bring a new config
+                    known = self._models.get(name)
+                    if known is not None and state:  # loading/unloading: keep it visible, not ready
+                        models[name] = ServedModel(name, version, state, known.task, known.parameters, known.created)
+                    continue
+                params = self._configs.get((name, version))
+                if params is None:
+                    params = config_parameters(await self.backend.model_config(name))
+                    self._configs[(name, version)] = params
+                task = params.get("openai_task")
+                if not task:
+                    continue  # an internal network, tokenizer or pipeline step
+                created = self._created.setdefault(name, int(time.time()))
+                models[name] = ServedModel(name, version, state, task, params, created)
+            self._models = models
+            self._fetched_at = time.monotonic()
+            return models
+
+    async def list(self) -> list[ServedModel]:
+        if time.monotonic() - self._fetched_at > self.ttl_s:
+            await self.refresh()
+        return sorted(self._models.values(), key=lambda m: m.name)
+
+    async def get(self, name: str, *tasks: str) -> ServedModel:
+        """The served model `name`, ready, serving one of `tasks`; 404/503/400 envelopes otherwise."""
+        model = self._models.get(name)
+        if model is None or not model.ready or time.monotonic() - self._fetched_at > self.ttl_s:
+            model = (await self.refresh()).get(name)
+        if model is None:
+            raise ModelNotFound(f"The model `{name}` does not exist or is not loaded", param="model")
+        if not model.ready:
+            raise ModelNotReady(f"The model `{name}` is {model.state.lower()}; try again shortly", param="model")
+        if tasks and model.task not in tasks:
+            raise InvalidRequest(f"The model `{name}` serves {model.task}, not {' or '.join(tasks)}",
+                                 param="model", code="model_task_mismatch")
+        return model

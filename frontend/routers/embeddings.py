@@ -1,0 +1,12 @@
+from fastapi import APIRouter, Request
+
+from frontend.protocol.embeddings import EmbeddingRequest, EmbeddingResponse
+from frontend.responses import FastJSONResponse
+
+router = APIRouter()
+
+
+@router.post("/v1/embeddings", response_model=EmbeddingResponse, response_class=FastJSONResponse)
+async def create_embeddings(body: EmbeddingRequest, request: Request):
+    result = await request.app.state.services.embeddings.create(body, request.state.request_id)
+    return FastJSONResponse(result)

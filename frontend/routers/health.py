@@ -1,0 +1,15 @@
+from fastapi import APIRouter, Request
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health():
+    """Alive: the process answers. Kubernetes' liveness probe."""
+    return {"status": "ok"}
+
+
+@router.get("/health/ready")
+async def ready(request: Request):
+    """Ready: Triton is up and the served models are loaded (503 envelope otherwise)."""
+    return await request.app.state.services.models.readiness()

@@ -1,0 +1,89 @@
+"""Embeddings: text goes to the model's ensemble (tokenised in Triton), token ids straight to its encoder."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import numpy as np
+
+from frontend.errors import ContextLengthExceeded, InvalidRequest
+from frontend.protocol.embeddings import EmbeddingRequest
+from frontend.registry import ModelRegistry, ServedModel
+from frontend.triton import Backend
+
+TASK = "embeddings"
+
+
+class EmbeddingService:
+    def __init__(self, backend: Backend, registry: ModelRegistry, max_inputs: int):
+        self.backend = backend
+        self.registry = registry
+        self.max_inputs = max_inputs
+
+    async def create(self, request: EmbeddingRequest, request_id: str = "") -> dict:
+        model = await self.registry.get(request.model, TASK)
+        dim = model.int_param("embedding_dim")
+        if request.dimensions is not None and dim is not None and request.dimensions > dim:
+            raise InvalidRequest(f"dimensions must be at most {dim} for `{model.name}`, got {request.dimensions}",
+                                 param="dimensions")
+        inputs = request.input
+        if isinstance(inputs[0], int):  # one token list
+            inputs = [inputs]
+        if len(inputs) > self.max_inputs:
+            raise InvalidRequest(f"at most {self.max_inputs} inputs per request, got {len(inputs)}", param="input")
+        chunk = model.int_param("max_inputs_per_request", 64)
+        batches = [inputs[i:i + chunk] for i in range(0, len(inputs), chunk)]
+        embed = self._embed_texts if isinstance(inputs[0], str) else self._embed_tokens
+        results = await asyncio.gather(*(embed(model, batch, request_id) for batch in batches))
+        vectors = np.concatenate([r[0] for r in results])
+        prompt_tokens = int(sum(int(r[1].sum()) for r in results))
+        if request.dimensions is not None and request.dimensions != vectors.shape[1]:
+            vectors = _truncate(vectors, request.dimensions)
+        return {
+            "object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": _encode(v, request.encoding_format)}
+                     for i, v in enumerate(vectors)],
+            "model": model.name,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+        }
+
+    async def _embed_texts(self, model: ServedModel, texts: list[str], request_id: str):
+        outputs = await self.backend.infer(
+            model.name, {"text_input": np.array([t.encode() for t in texts], dtype=np.object_)},
+            ["embedding", "num_input_tokens"], request_id=request_id,
+        )
+        return outputs["embedding"], outputs["num_input_tokens"]
+
+    async def _embed_tokens(self, model: ServedModel, token_lists: list[list[int]], request_id: str):
+        limit = model.int_param("max_input_tokens")
+        lengths = np.array([len(t) for t in token_lists], dtype=np.int64)
+        for i, length in enumerate(lengths):
+            if limit is not None and length > limit:
+                raise ContextLengthExceeded(
+                    f"This model's maximum context length is {limit} tokens, but input {i} has {length} tokens",
+                    param="input")
+        input_ids = np.zeros((len(token_lists), int(lengths.max())), dtype=np.int64)
+        mask = np.zeros_like(input_ids)
+        for row, tokens in enumerate(token_lists):
+            input_ids[row, : len(tokens)] = tokens
+            mask[row, : len(tokens)] = 1
+        encoder = model.parameters.get("token_input_model")
+        if not encoder:
+            raise InvalidRequest(f"`{model.name}` does not accept token ids as input", param="input")
+        outputs = await self.backend.infer(encoder, {"input_ids": input_ids, "attention_mask": mask},
+                                           ["embedding"], request_id=request_id)
+        return outputs["embedding"], lengths
+
+
+def _truncate(vectors: np.ndarray, dimensions: int) -> np.ndarray:
+    """OpenAI's `dimensions`: keep the first components and re-normalise to unit length."""
+    cut = vectors[:, :dimensions]
+    norms = np.linalg.norm(cut, axis=1, keepdims=True)
+    return np.ascontiguousarray(cut / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def _encode(vector: np.ndarray, encoding_format: str):
+    if encoding_format == "base64":
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+    return vector

@@ -1,0 +1,121 @@
+"""The frontend's only door to Triton: one long-lived gRPC aio channel, numpy in and out, errors mapped once.
+
+`Backend` is the interface the services use; `TritonBackend` implements it over tritonclient.grpc.aio and
+the API tests implement it with a small fake.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import grpc
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+from frontend.errors import APIError, ServiceUnavailable, from_triton
+
+log = logging.getLogger(__name__)
+
+Tensors = dict[str, np.ndarray]
+
+
+class Backend(Protocol):
+    async def server_ready(self) -> bool: ...
+    async def repository_index(self) -> list[dict]: ...
+    async def model_config(self, name: str) -> dict: ...
+    async def infer(self, model: str, inputs: Tensors, outputs: list[str], request_id: str = "") -> Tensors: ...
+    def stream(self, model: str, inputs: Tensors, outputs: list[str],
+               request_id: str = "") -> AsyncIterator[Tensors]: ...
+    async def load_model(self, name: str, config: dict | None = None) -> None: ...
+    async def unload_model(self, name: str, unload_dependents: bool = False) -> None: ...
+    async def close(self) -> None: ...
+
+
+def _infer_inputs(inputs: Tensors) -> list[grpcclient.InferInput]:
+    result = []
+    for name, array in inputs.items():
+        tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        tensor.set_data_from_numpy(array)
+        result.append(tensor)
+    return result
+
+
+def _outputs(result, names: list[str]) -> Tensors:
+    return {name: result.as_numpy(name) for name in names if result.get_output(name) is not None}
+
+
+class TritonBackend:
+    """Triton over gRPC. Every call has a deadline; failures become frontend.errors.APIError."""
+
+    def __init__(self, url: str, timeout_s: float, lb_policy: str = "round_robin"):
+        self.url = url
+        self.timeout_s = timeout_s
+        channel_args = [
+            ("grpc.max_send_message_length", 2**31 - 1),
+            ("grpc.max_receive_message_length", 2**31 - 1),
+            ("grpc.lb_policy_name", lb_policy),
+        ]
+        self._client = grpcclient.InferenceServerClient(url, channel_args=channel_args)
+
+    async def _call(self, coro):
+        try:
+            return await coro
+        except InferenceServerException as exc:
+            raise from_triton(exc.status(), exc.message()) from exc
+        except grpc.RpcError as exc:  # the channel itself failed
+            raise ServiceUnavailable(f"Triton at {self.url} is unreachable: {exc.code().name}") from exc
+
+    async def server_ready(self) -> bool:
+        try:
+            return bool(await self._call(self._client.is_server_ready(client_timeout=5)))
+        except APIError:
+            return False
+
+    async def repository_index(self) -> list[dict]:
+        index = await self._call(self._client.get_model_repository_index(as_json=True, client_timeout=10))
+        return index.get("models", [])
+
+    async def model_config(self, name: str) -> dict:
+        config = await self._call(self._client.get_model_config(name, as_json=True, client_timeout=10))
+        return config["config"]
+
+    async def infer(self, model: str, inputs: Tensors, outputs: list[str], request_id: str = "") -> Tensors:
+        requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
+        result = await self._call(self._client.infer(
+            model, _infer_inputs(inputs), outputs=requested, request_id=request_id, client_timeout=self.timeout_s,
+        ))
+        return _outputs(result, outputs)
+
+    async def stream(self, model: str, inputs: Tensors, outputs: list[str],
+                     request_id: str = "") -> AsyncIterator[Tensors]:
+        """Responses of a decoupled model; leaving the loop early cancels the Triton stream."""
+
+        async def requests():
+            yield {"model_name": model, "inputs": _infer_inputs(inputs), "request_id": request_id,
+                   "outputs": [grpcclient.InferRequestedOutput(name) for name in outputs]}
+
+        responses = self._client.stream_infer(requests(), stream_timeout=self.timeout_s)
+        try:
+            async for result, error in responses:
+                if error is not None:
+                    raise from_triton(error.status(), error.message())
+                yield _outputs(result, outputs)
+        except grpc.RpcError as exc:
+            raise ServiceUnavailable(f"Triton at {self.url} is unreachable: {exc.code().name}") from exc
+        finally:
+            responses.cancel()  # reaches the model as is_cancelled(): a client that left stops its sequence
+
+    async def load_model(self, name: str, config: dict | None = None) -> None:
+        import json  # noqa: PLC0415
+
+        await self._call(self._client.load_model(
+            name, config=json.dumps(config) if config else None, client_timeout=self.timeout_s))
+
+    async def unload_model(self, name: str, unload_dependents: bool = False) -> None:
+        await self._call(self._client.unload_model(name, unload_dependents=unload_dependents, client_timeout=30))
+
+    async def close(self) -> None:
+        await self._client.close()

@@ -1,0 +1,8 @@
+"""Chat-LLM engine for Triton's Python backend: continuous batching over an ONNX decoder with a KV cache.
+
+Modules, one idea each: `params` (sampling parameters as vLLM's SamplingParams keys), `sampler` (per-sequence
+logits processing and sampling), `stops` (stop strings across token boundaries), `detok` (incremental
+detokenizer), `tokenizer` (the `tokenizers` wrapper and special tokens), `decoder` (the ONNX Runtime session),
+`kv_cache` (the running batch's KV arrays), `scheduler` (admission and bounds), `engine` (the step loop thread)
+and `model` (the TritonPythonModel glue, the only module importing `triton_python_backend_utils`).
+"""

@@ -1,0 +1,65 @@
+"""The ONNX decoder: one ONNX Runtime session speaking the HF/optimum past_key_values signature."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from triton_models.ort_runner import create_session
+
+_PAST = re.compile(r"past_key_values\.(\d+)\.(key|value)$")
+_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+@dataclass(frozen=True)
+class DecoderShape:
+    """What the KV cache needs to know about the model."""
+
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    dtype: type
+
+    @property
+    def bytes_per_token(self) -> int:
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * np.dtype(self.dtype).itemsize
+
+
+class OnnxDecoder:
+    """Runs the decoder on a left-padded batch: inputs ids, mask, positions and the past; returns the last
+    position's logits and the present (past + new tokens) for every layer."""
+
+    def __init__(self, path: Path, threads: int = 0, session: ort.InferenceSession | None = None):
+        self.session = session or create_session(path, threads)
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        past = sorted((int(m.group(1)), m.group(2)) for m in map(_PAST.match, inputs) if m)
+        layers = 1 + max(i for i, _ in past) if past else 0
+        if not layers or len(past) != 2 * layers:
+            raise ValueError(f"{path}: expected past_key_values.{{i}}.key/value inputs, got {sorted(inputs)}")
+        first = inputs["past_key_values.0.key"]
+        heads, head_dim = first.shape[1], first.shape[3]
+        if not isinstance(heads, int) or not isinstance(head_dim, int):
+            raise ValueError(f"{path}: KV heads and head size must be fixed, got {first.shape}")
+        self.shape = DecoderShape(layers, heads, head_dim, _TYPES.get(first.type, np.float32))
+        self.past_names = [f"past_key_values.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
+        self.present_names = [f"present.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
+        self.output_names = ["logits", *self.present_names]
+        self.has_position_ids = "position_ids" in inputs
+
+    def empty_past(self, batch: int) -> list[np.ndarray]:
+        s = self.shape
+        return [np.zeros((batch, s.num_kv_heads, 0, s.head_dim), s.dtype)] * (2 * s.num_layers)
+
+    def run(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray, past: list[np.ndarray]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self.has_position_ids:
+            feeds["position_ids"] = position_ids
+        feeds.update(zip(self.past_names, past))
+        logits, *present = self.session.run(self.output_names, feeds)
+        return np.ascontiguousarray(logits[:, -1, :], dtype=np.float32), present

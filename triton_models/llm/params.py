@@ -1,0 +1,134 @@
+"""Sampling parameters: the JSON in the `sampling_parameters` input, keys as vLLM's SamplingParams."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+MAX_LOGPROBS = 20  # OpenAI's top_logprobs limit
+MAX_N = 16
+
+
+class InvalidRequest(ValueError):
+    """The request cannot be served as asked; the message names the field (becomes INVALID_ARG)."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request sampling settings; `temperature == 0` means greedy."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 or -1: no top-k
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    max_tokens: int | None = None  # None: up to the context length
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: int | None = None  # None: no logprobs; k: the sampled token's plus the top k
+    ignore_eos: bool = False
+    n: int = 1
+    stop_token_ids: tuple[int, ...] = field(default=())
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0 or self.top_k == 1
+
+    @classmethod
+    def from_json(cls, text: str | bytes | None) -> "SamplingParams":
+        if not text:
+            return cls()
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise InvalidRequest(f"sampling_parameters is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise InvalidRequest("sampling_parameters must be a JSON object")
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SamplingParams":
+        unknown = sorted(set(data) - _PARSERS.keys())
+        if unknown:
+            raise InvalidRequest(f"unsupported sampling parameter {unknown[0]!r}")
+        values = {}
+        for key, value in data.items():
+            if value is None:
+                continue  # JSON null: the default, as vLLM treats it
+            try:
+                values[key] = _PARSERS[key](value)
+            except (TypeError, ValueError) as exc:
+                raise InvalidRequest(f"sampling parameter {key!r}: {exc}") from exc
+        return cls(**values)
+
+
+def _number(low: float, high: float):
+    def parse(value) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"expected a number, got {value!r}")
+        if not low <= value <= high:
+            raise ValueError(f"{value} is outside [{low}, {high}]")
+        return float(value)
+    return parse
+
+
+def _integer(low: int, high: int | None = None):
+    def parse(value) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
+            raise ValueError(f"expected an integer, got {value!r}")
+        value = int(value)
+        if value < low or high is not None and value > high:
+            raise ValueError(f"{value} is outside [{low}, {high if high is not None else 'inf'}]")
+        return value
+    return parse
+
+
+def _top_p(value) -> float:
+    value = _number(0.0, 1.0)(value)
+    if value == 0.0:
+        raise ValueError("must be > 0")
+    return value
+
+
+def _top_k(value) -> int:
+    value = _integer(-1)(value)
+    return 0 if value == -1 else value
+
+
+def _seed(value) -> int:
+    return _integer(-(2**63), 2**64 - 1)(value) % 2**64
+
+
+def _stop(value) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
+        raise ValueError("expected a string or a list of strings")
+    return tuple(s for s in items if s)
+
+
+def _token_ids(value) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise ValueError("expected a list of token ids")
+    return tuple(_integer(0)(v) for v in value)
+
+
+def _bool(value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+_PARSERS = {
+    "temperature": _number(0.0, 100.0),
+    "top_p": _top_p,
+    "top_k": _top_k,
+    "seed": _seed,
+    "stop": _stop,
+    "max_tokens": _integer(1),
+    "presence_penalty": _number(-2.0, 2.0),
+    "frequency_penalty": _number(-2.0, 2.0),
+    "logprobs": _integer(0, MAX_LOGPROBS),
+    "ignore_eos": _bool,
+    "n": _integer(1, MAX_N),
+    "stop_token_ids": _token_ids,
+}
