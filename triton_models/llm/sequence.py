@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from triton_models.llm.params import SamplingParams
@@ -152,6 +152,4 @@ class Sequence:
 
 
 def _with_seed(params: SamplingParams, seed: int) -> SamplingParams:
-    from dataclasses import replace  # noqa: PLC0415
-
     return replace(params, seed=seed % 2**64)

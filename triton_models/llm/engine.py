@@ -1,0 +1,238 @@
+"""The engine: one thread owns the ONNX session and runs continuous-batching steps.
+
+Each iteration: drop cancelled requests, admit waiting sequences (prefill them, grouped by length, and
+merge their KV into the batch), then decode every running sequence in one batched ONNX Runtime run.
+Finished sequences leave the batch at once. `submit` (called from Triton's threads) only validates and
+queues; responses go out from the engine thread through each request's ResponseSink.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from triton_models.llm.decoder import OnnxDecoder
+from triton_models.llm.kv_cache import BatchCache
+from triton_models.llm.params import InvalidRequest, SamplingParams
+from triton_models.llm.scheduler import Limits, Scheduler
+from triton_models.llm.sequence import ABORT, Request, ResponseSink, Sequence
+from triton_models.llm.tokenizer import TextTokenizer
+
+log = logging.getLogger(__name__)
+
+PREFILL_PADDING_WASTE = 0.25  # a prefill group pads at most this share of its token slots
+IDLE_WAIT_S = 0.5
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    context_length: int
+    limits: Limits = Limits()
+    cancel_check_s: float = 0.0  # minimum time between is_cancelled() calls per request (0: every step)
+
+
+class Engine:
+    """Continuous-batching generation over an OnnxDecoder. Start with `start()`, end with `stop()`."""
+
+    def __init__(self, decoder: OnnxDecoder, tokenizer: TextTokenizer, config: EngineConfig):
+        self.decoder = decoder
+        self.tokenizer = tokenizer
+        self.config = config
+        self.scheduler = Scheduler(config.limits)
+        self.cache = BatchCache(decoder.empty_past(1))
+        self.running: list[Sequence] = []  # row order of self.cache
+        self._lock = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # -- called from Triton's threads ---------------------------------------------------------------
+
+    def submit(
+        self, prompt: str, params: SamplingParams, sink: ResponseSink, *, stream: bool = False,
+        prepend_prompt: bool = False, want_logprobs: bool = False,
+    ) -> Request:
+        """Validate and queue a request. Raises InvalidRequest, or Overloaded when the queue is full."""
+        prompt_ids = self.tokenizer.encode(prompt)
+        max_new = self._max_new(len(prompt_ids), params)
+        request = Request(prompt, prompt_ids, params, stream, sink, prepend_prompt, want_logprobs)
+        request.sequences = [Sequence(request, i, self.tokenizer, max_new) for i in range(params.n)]
+        with self._lock:
+            if self._stopping:
+                raise RuntimeError("the model is shutting down")
+            self.scheduler.enqueue(request.sequences)
+            self._lock.notify()
+        return request
+
+    def _max_new(self, prompt_tokens: int, params: SamplingParams) -> int:
+        context = self.config.context_length
+        if prompt_tokens == 0:
+            raise InvalidRequest("the prompt is empty")
+        requested = params.max_tokens if params.max_tokens is not None else 0
+        if prompt_tokens + max(requested, 1) > context:
+            raise InvalidRequest(
+                f"context_length_exceeded: this model's maximum context length is {context} tokens, "
+                f"but {prompt_tokens + requested} were requested ({prompt_tokens} in the prompt, "
+                f"{requested} for the completion)"
+            )
+        if not self.scheduler.fits_alone(prompt_tokens):
+            raise InvalidRequest(
+                f"the prompt's {prompt_tokens} tokens exceed the KV budget of "
+                f"{self.config.limits.max_kv_tokens} tokens (max_kv_tokens)"
+            )
+        return params.max_tokens or context - prompt_tokens
+
+    def start(self) -> "Engine":
+        self._thread = threading.Thread(target=self._loop, name="llm-engine", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        with self._lock:
+            self._stopping = True
+            self._lock.notify()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    # -- the engine thread --------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stopping and not self.running and not self.scheduler.waiting:
+                    self._lock.wait(IDLE_WAIT_S)
+                if self._stopping:
+                    break
+            try:
+                self.step()
+            except Exception as exc:  # noqa: BLE001 - one bad step fails its requests, not the model
+                log.exception("engine step failed")
+                self._fail_all(f"generation failed: {exc}")
+        self._fail_all("the model is shutting down", include_waiting=True)
+
+    def step(self) -> None:
+        """One iteration: cancellations, admissions (prefill), one decode step for the running batch."""
+        self._reap_cancelled()
+        with self._lock:
+            admitted = self.scheduler.admit(self.cache)
+        if admitted:
+            self._prefill(admitted)
+            self._retire()
+        if self.running:
+            self._preempt_to_fit()
+            self._decode()
+            self._retire()
+
+    def _prefill(self, sequences: list[Sequence]) -> None:
+        for group in _length_groups(sequences):
+            lengths = [s.cache_tokens for s in group]
+            width = max(lengths)
+            ids = np.zeros((len(group), width), np.int64)
+            mask = np.zeros((len(group), width), np.int64)
+            positions = np.zeros((len(group), width), np.int64)
+            for row, (seq, length) in enumerate(zip(group, lengths)):
+                ids[row, width - length:] = seq.tokens
+                mask[row, width - length:] = 1
+                positions[row, width - length:] = np.arange(length)
+            logits, present = self.decoder.run(ids, mask, positions, self.decoder.empty_past(len(group)))
+            self.cache.append(present, lengths)
+            self.running.extend(group)
+            self._sample(group, logits)
+
+    def _decode(self) -> None:
+        tokens = np.fromiter((s.tokens[-1] for s in self.running), np.int64, len(self.running))
+        input_ids, mask, positions = self.cache.step_feeds(tokens)
+        logits, present = self.decoder.run(input_ids, mask, positions, self.cache.past)
+        self.cache.advance(present, mask)
+        self._sample(self.running, logits)
+
+    def _sample(self, sequences: list[Sequence], logits: np.ndarray) -> None:
+        context = self.config.context_length
+        for seq, row in zip(sequences, logits):
+            token, info = seq.sampler.sample(row)
+            seq.accept(token, info)
+            if not seq.finished and seq.cache_tokens >= context:
+                seq.finish("length")
+        for request in {id(s.request): s.request for s in sequences}.values():
+            self._emit(request)
+
+    def _emit(self, request: Request) -> None:
+        if request.closed:
+            return
+        final = request.finished
+        if final:
+            request.closed = True
+        if final or request.stream:
+            request.sink.send(request.take_output(final), final)
+
+    def _retire(self) -> None:
+        """Finished sequences leave the batch and free their KV slots."""
+        rows = [i for i, s in enumerate(self.running) if not s.finished]
+        if len(rows) != len(self.running):
+            self.cache.keep(rows)
+            self.running = [self.running[i] for i in rows]
+
+    def _preempt_to_fit(self) -> None:
+        count = self.scheduler.rows_to_preempt(self.cache.lengths)
+        if count == 0:
+            return
+        if count == len(self.running):  # even the oldest sequence alone cannot grow: it has used the budget
+            oldest = self.running[0]
+            oldest.finish("length")
+            self._emit(oldest.request)
+            count -= 1
+        staying = len(self.running) - count
+        if count:
+            log.info("KV budget full: preempting %d sequence(s) for recomputation", count)
+            with self._lock:
+                self.scheduler.requeue(self.running[staying:])
+        rows = [i for i in range(staying) if not self.running[i].finished]
+        self.cache.keep(rows)
+        self.running = [self.running[i] for i in rows]
+
+    def _reap_cancelled(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            requests = {id(s.request): s.request for s in (*self.running, *self.scheduler.waiting)}
+        for request in requests.values():
+            if request.closed or now - request.checked_at < self.config.cancel_check_s:
+                continue
+            request.checked_at = now
+            if request.sink.is_cancelled():
+                for seq in request.sequences:
+                    seq.finish(ABORT)
+                request.closed = True
+                request.sink.send(None, True)
+        self._retire()
+
+    def _fail_all(self, message: str, include_waiting: bool = False) -> None:
+        with self._lock:
+            sequences = [*self.running, *(self.scheduler.waiting if include_waiting else ())]
+            if include_waiting:
+                self.scheduler.waiting.clear()
+        for request in {id(s.request): s.request for s in sequences}.values():
+            for seq in request.sequences:
+                seq.finish(ABORT)
+            if not request.closed:
+                request.closed = True
+                request.sink.fail(message)
+        self.running = []
+        self.cache = BatchCache(self.decoder.empty_past(1))
+
+
+def _length_groups(sequences: list[Sequence]) -> list[list[Sequence]]:
+    """Split a prefill into groups of similar length, so left-padding wastes little compute."""
+    groups: list[list[Sequence]] = []
+    for seq in sorted(sequences, key=lambda s: s.cache_tokens):
+        group = groups[-1] if groups else None
+        if group is not None:
+            width = seq.cache_tokens
+            used = sum(s.cache_tokens for s in group) + width
+            if width * (len(group) + 1) - used <= PREFILL_PADDING_WASTE * width * (len(group) + 1):
+                group.append(seq)
+                continue
+        groups.append([seq])
+    return groups

@@ -1,0 +1,171 @@
+"""TritonPythonModel for the chat LLM: decoupled, speaking the vLLM backend's tensor contract.
+
+`execute` parses each request, hands it to the engine and returns at once; the engine thread sends the
+responses (a FINAL flag always). Errors are per-request error responses: INVALID_ARG for bad input or a
+prompt over the context length, UNAVAILABLE when the waiting queue is full.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from triton_models.llm.decoder import OnnxDecoder
+from triton_models.llm.engine import Engine, EngineConfig
+from triton_models.llm.params import InvalidRequest, SamplingParams
+from triton_models.llm.scheduler import Limits, Overloaded
+from triton_models.llm.sequence import RequestOutput
+from triton_models.llm.tokenizer import TextTokenizer
+from triton_models.ort_runner import thread_count
+
+DEFAULT_MODEL_FILE = "model_q4.onnx"
+FALLBACK_MODEL_FILE = "model.onnx"
+DEFAULT_CONTEXT_LENGTH = 2048
+FLAGS = ("return_finish_reason", "return_num_input_tokens", "return_num_output_tokens", "return_logprobs")
+
+INPUTS = [
+    {"name": "text_input", "data_type": "TYPE_STRING", "dims": [1]},
+    {"name": "stream", "data_type": "TYPE_BOOL", "dims": [1], "optional": True},
+    {"name": "sampling_parameters", "data_type": "TYPE_STRING", "dims": [1], "optional": True},
+    {"name": "exclude_input_in_output", "data_type": "TYPE_BOOL", "dims": [1], "optional": True},
+    *({"name": flag, "data_type": "TYPE_BOOL", "dims": [1], "optional": True} for flag in FLAGS),
+]
+OUTPUTS = [
+    {"name": "text_output", "data_type": "TYPE_STRING", "dims": [-1]},
+    {"name": "finish_reason", "data_type": "TYPE_STRING", "dims": [-1]},
+    {"name": "num_input_tokens", "data_type": "TYPE_UINT32", "dims": [1]},
+    {"name": "num_output_tokens", "data_type": "TYPE_UINT32", "dims": [1]},
+    {"name": "logprobs", "data_type": "TYPE_STRING", "dims": [-1]},
+]
+
+
+class TritonPythonModel:
+    @staticmethod
+    def auto_complete_config(auto_complete_model_config):
+        config = auto_complete_model_config.as_dict()
+        have_inputs = {i["name"] for i in config["input"]}
+        have_outputs = {o["name"] for o in config["output"]}
+        for spec in INPUTS:
+            if spec["name"] not in have_inputs:
+                auto_complete_model_config.add_input(spec)
+        for spec in OUTPUTS:
+            if spec["name"] not in have_outputs:
+                auto_complete_model_config.add_output(spec)
+        auto_complete_model_config.set_max_batch_size(0)
+        auto_complete_model_config.set_model_transaction_policy({"decoupled": True})
+        return auto_complete_model_config
+
+    def initialize(self, args):
+        self.logger = pb_utils.Logger
+        config = json.loads(args["model_config"])
+        if not pb_utils.using_decoupled_model_transaction_policy(config):
+            raise pb_utils.TritonModelException("this model must be decoupled: model_transaction_policy")
+        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        model_file = version_dir / (params.get("model_file") or DEFAULT_MODEL_FILE)
+        if not params.get("model_file") and not model_file.exists():
+            model_file = version_dir / FALLBACK_MODEL_FILE
+        context_length = int(params.get("context_length") or DEFAULT_CONTEXT_LENGTH)
+        defaults = Limits()
+        limits = Limits(
+            max_num_seqs=int(params.get("max_num_seqs") or defaults.max_num_seqs),
+            max_kv_tokens=int(params.get("max_kv_tokens") or defaults.max_kv_tokens),
+            max_queue=int(params.get("max_queue") or defaults.max_queue),
+            max_prefill_tokens=int(params.get("max_prefill_tokens") or defaults.max_prefill_tokens),
+        )
+        threads = thread_count(params)
+        tokenizer = TextTokenizer(version_dir, params.get("eos_token"), params.get("bos_token"))
+        decoder = OnnxDecoder(model_file, threads)
+        self.engine = Engine(decoder, tokenizer, EngineConfig(context_length, limits)).start()
+        self.logger.log_info(
+            f"{args['model_name']}: {model_file.name}, {decoder.shape.num_layers} layers, context {context_length}, "
+            f"{limits}, {threads or 'default'} threads"
+        )
+
+    def execute(self, requests):
+        for request in requests:
+            sender = request.get_response_sender()
+            try:
+                self._submit(request, sender)
+            except InvalidRequest as exc:
+                _send_error(sender, str(exc), pb_utils.TritonError.INVALID_ARG)
+            except Overloaded as exc:
+                _send_error(sender, str(exc), pb_utils.TritonError.UNAVAILABLE)
+            except Exception as exc:  # noqa: BLE001 - never raise out of execute
+                self.logger.log_error(f"request failed: {exc!r}")
+                _send_error(sender, f"request failed: {exc}", pb_utils.TritonError.INTERNAL)
+        return None
+
+    def _submit(self, request, sender) -> None:
+        prompt = _scalar(request, "text_input")
+        if prompt is None:
+            raise InvalidRequest("text_input is required")
+        prompt = prompt.decode("utf-8") if isinstance(prompt, bytes) else str(prompt)
+        stream = bool(_scalar(request, "stream", False))
+        exclude = _scalar(request, "exclude_input_in_output")
+        # As the vLLM backend: the prompt is prepended unless excluded, and streaming never prepends it.
+        prepend = not bool(exclude) if exclude is not None else not stream
+        if prepend and stream:
+            raise InvalidRequest("exclude_input_in_output=false is not supported with stream=true")
+        flags = {flag: bool(_scalar(request, flag, False)) for flag in FLAGS}
+        params = SamplingParams.from_json(_scalar(request, "sampling_parameters"))
+        sink = TritonSink(sender, flags)
+        self.engine.submit(prompt, params, sink, stream=stream, prepend_prompt=prepend,
+                           want_logprobs=flags["return_logprobs"])
+
+    def finalize(self):
+        self.engine.stop()
+        self.logger.log_info("llm engine stopped")
+
+
+class TritonSink:
+    """Sends a request's outputs through its response sender, with the outputs the client asked for."""
+
+    def __init__(self, sender, flags: dict[str, bool]):
+        self.sender = sender
+        self.flags = flags
+
+    def is_cancelled(self) -> bool:
+        return self.sender.is_cancelled()
+
+    def send(self, output: RequestOutput | None, final: bool) -> None:
+        flags = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0
+        if output is None:
+            self.sender.send(flags=flags)
+            return
+        self.sender.send(pb_utils.InferenceResponse(output_tensors=self._tensors(output)), flags=flags)
+
+    def fail(self, message: str) -> None:
+        _send_error(self.sender, message, pb_utils.TritonError.INTERNAL)
+
+    def _tensors(self, output: RequestOutput) -> list:
+        tensors = [pb_utils.Tensor("text_output", _strings(output.texts))]
+        if self.flags["return_finish_reason"] and output.finish_reasons is not None:
+            tensors.append(pb_utils.Tensor("finish_reason", _strings(output.finish_reasons)))
+        if self.flags["return_num_input_tokens"]:
+            tensors.append(pb_utils.Tensor("num_input_tokens", np.array([output.num_input_tokens], np.uint32)))
+        if self.flags["return_num_output_tokens"]:
+            tensors.append(pb_utils.Tensor("num_output_tokens", np.array(output.num_output_tokens, np.uint32)))
+        if self.flags["return_logprobs"] and output.logprobs is not None:
+            tensors.append(pb_utils.Tensor("logprobs", _strings([json.dumps(lp) for lp in output.logprobs])))
+        return tensors
+
+
+def _scalar(request, name: str, default=None):
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return default
+    values = tensor.as_numpy().reshape(-1)
+    return values[0] if values.size else default
+
+
+def _strings(values: list[str]) -> np.ndarray:
+    return np.array([v.encode("utf-8") for v in values], dtype=np.object_)
+
+
+def _send_error(sender, message: str, code) -> None:
+    error = pb_utils.TritonError(message, code)
+    sender.send(pb_utils.InferenceResponse(error=error), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
