@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# One resolver pass with numpy<2, so pins such as ml-dtypes stay numpy-1 compatible.
 	$(PY) -m pip install -q -e ".[triton,export,test]" "numpy<2"
+	# Only its CLIP vocabulary file is used (tiny diffusion model); its deps would pull a CUDA torch.
+	$(PY) -m pip install -q --no-deps "open-clip-torch==3.3.0"
 	touch $@
 
 install: $(VENV)/.installed

@@ -17,6 +17,8 @@ from export_scripts.common import ExportError
 # subcommand -> module; the order is the order `all` runs them in.
 EXPORTERS = {
     "embeddings": "export_scripts.embeddings",
+    "llm": "export_scripts.llm",
+    "diffusion": "export_scripts.diffusion",
 }
 
 

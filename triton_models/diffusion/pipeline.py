@@ -45,10 +45,13 @@ class ImageRequest:
 
 
 @dataclass(frozen=True)
-class Limits:
-    """What a served pipeline accepts, from its config parameters."""
+class Settings:
+    """What a served pipeline accepts and assumes, from its config parameters (see export_scripts.diffusion)."""
 
     sizes: tuple[tuple[int, int], ...]  # (width, height), OpenAI's "WxH" order
+    default_size: tuple[int, int] = (512, 512)
+    default_steps: int = 50
+    default_guidance_scale: float = 7.5
     max_n: int = 4
     max_steps: int = 100
     max_prompt_chars: int = 4000
@@ -57,9 +60,43 @@ class Limits:
     def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
         sizes = []
         for item in text.split(","):
-            w, _, h = item.strip().lower().partition("x")
+            w, sep, h = item.strip().lower().partition("x")
+            if not sep:
+                raise ValueError(f"size {item.strip()!r} is not WxH")
             sizes.append((int(w), int(h)))
         return tuple(sizes)
+
+    @classmethod
+    def from_parameters(cls, params: dict[str, str]) -> "Settings":
+        sizes = cls.parse_sizes(params["sizes"])
+        return cls(
+            sizes=sizes,
+            default_size=cls.parse_sizes(params.get("default_size") or "{}x{}".format(*sizes[0]))[0],
+            default_steps=int(params.get("default_steps", cls.default_steps)),
+            default_guidance_scale=float(params.get("default_guidance_scale", cls.default_guidance_scale)),
+            max_n=int(params.get("max_n", cls.max_n)),
+            max_steps=int(params.get("max_steps", cls.max_steps)),
+        )
+
+    def request(self, get: Callable[[str], object]) -> ImageRequest:
+        """An ImageRequest from named input values (`get(name)` is None when absent), defaults filled in."""
+        def value(name, default, kind):
+            v = get(name)
+            return default if v is None else kind(v)
+
+        width, height = self.default_size
+        request = ImageRequest(
+            prompt=value("prompt", "", str),
+            seed=value("seed", -1, int),
+            negative_prompt=value("negative_prompt", "", str),
+            n=value("n", 1, int),
+            height=value("height", height, int),
+            width=value("width", width, int),
+            steps=value("steps", self.default_steps, int),
+            guidance_scale=value("guidance_scale", self.default_guidance_scale, float),
+        )
+        self.check(request)
+        return request
 
     def check(self, request: ImageRequest) -> None:
         """ValueError naming the first thing wrong with the request."""
@@ -74,7 +111,7 @@ class Limits:
             raise ValueError(f"n must be between 1 and {self.max_n}, got {request.n}")
         if not 1 <= request.steps <= self.max_steps:
             raise ValueError(f"steps must be between 1 and {self.max_steps}, got {request.steps}")
-        if not 0.0 <= request.guidance_scale <= 50.0 or request.guidance_scale != request.guidance_scale:
+        if not 0.0 <= request.guidance_scale <= 50.0:  # also false for NaN
             raise ValueError(f"guidance_scale must be between 0 and 50, got {request.guidance_scale}")
         if not 0 <= request.seed < 2**63:
             raise ValueError(f"seed must be between 0 and 2**63 - 1, got {request.seed}")

@@ -1,0 +1,114 @@
+"""Triton Python model: Stable Diffusion text-to-image, calling its three ONNX networks through BLS.
+
+Inputs: prompt (STRING), seed (INT64, required: the response cache keys on the inputs), optional
+negative_prompt, n, height, width, steps, guidance_scale. Output: images UINT8 [n, height, width, 3].
+Settings come from the config `parameters` the exporter writes (sizes, defaults, network model names).
+Each request is answered on its own; a request whose client has gone stops between steps.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from triton_models.diffusion.pipeline import Cancelled, Settings, StableDiffusion, to_uint8
+
+OUTPUT = "images"
+STRING_INPUTS = {"prompt", "negative_prompt"}
+
+
+class NetworkError(RuntimeError):
+    """A BLS call to one of the networks failed."""
+
+
+def _bls(model_name: str, inputs: dict[str, np.ndarray], output: str) -> np.ndarray:
+    request = pb_utils.InferenceRequest(
+        model_name=model_name,
+        inputs=[pb_utils.Tensor(name, value) for name, value in inputs.items()],
+        requested_output_names=[output],
+        # The networks may run on a GPU in NVIDIA's container; the numpy loop wants host memory.
+        preferred_memory=pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0),
+    )
+    response = request.exec()
+    if response.has_error():
+        raise NetworkError(f"{model_name}: {response.error().message()}")
+    tensor = pb_utils.get_output_tensor_by_name(response, output)
+    if tensor is None:
+        raise NetworkError(f"{model_name}: response has no {output!r} output")
+    return np.array(tensor.as_numpy(), copy=True)  # outlive the response's shared memory
+
+
+def _input_value(request, name: str):
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return None
+    values = tensor.as_numpy().reshape(-1)
+    if values.size != 1:
+        raise ValueError(f"{name} must hold exactly one value, got {values.size}")
+    value = values[0]
+    if name in STRING_INPUTS:
+        return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    return value.item()
+
+
+def _error(message: str, code) -> "pb_utils.InferenceResponse":
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.model_config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in self.model_config.get("parameters", {}).items()}
+        self.name = self.model_config["name"]
+        self.settings = Settings.from_parameters(params)
+        text_model, unet_model, vae_model = (
+            params["text_encoder_model"], params["unet_model"], params["vae_decoder_model"]
+        )
+
+        def text_encoder(ids):
+            return _bls(text_model, {"input_ids": ids}, "last_hidden_state")
+
+        def unet(sample, timestep, states):
+            inputs = {"sample": sample, "timestep": timestep, "encoder_hidden_states": states}
+            return _bls(unet_model, inputs, "out_sample")
+
+        def vae_decoder(latents):
+            return _bls(vae_model, {"latent_sample": latents}, "image")
+
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        self.pipeline = StableDiffusion.from_directory(
+            version_dir, text_encoder, unet, vae_decoder,
+            vae_scale_factor=int(params["vae_scale_factor"]), latent_channels=int(params["latent_channels"]),
+        )
+        self.logger = pb_utils.Logger
+        self.logger.log_info(
+            f"{self.name}: {params.get('scheduler')} over {text_model}, {unet_model}, {vae_model}; "
+            f"sizes {params['sizes']}"
+        )
+
+    def execute(self, requests):
+        return [self._answer(request) for request in requests]
+
+    def _answer(self, request):
+        try:
+            image_request = self.settings.request(lambda name: _input_value(request, name))
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            return _error(str(exc), pb_utils.TritonError.INVALID_ARG)
+        try:
+            images = self.pipeline.generate(image_request, cancelled=request.is_cancelled)
+        except Cancelled as exc:
+            self.logger.log_info(f"{self.name}: request {request.request_id() or '-'} {exc}")
+            return _error(f"request cancelled: {exc}", pb_utils.TritonError.CANCELLED)
+        except NetworkError as exc:
+            self.logger.log_error(f"{self.name}: {exc}")
+            return _error(str(exc), pb_utils.TritonError.UNAVAILABLE)
+        except Exception as exc:  # noqa: BLE001 - one bad request must not take the model down
+            self.logger.log_error(f"{self.name}: generation failed: {exc!r}")
+            return _error(f"generation failed: {exc}", pb_utils.TritonError.INTERNAL)
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(OUTPUT, to_uint8(images))])
+
+    def finalize(self):
+        self.logger.log_info(f"{self.name}: finalize")
