@@ -1,0 +1,58 @@
+"""compose.yaml: valid against the Compose specification, and wired the way docs/deploy.md says."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import yaml
+
+from tests.deploy.conftest import BIN, ROOT
+
+COMPOSE = ROOT / "compose.yaml"
+
+
+@pytest.fixture(scope="module")
+def services() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())["services"]
+
+
+def check_compose_spec(path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [BIN / "check-jsonschema", "--builtin-schema", "vendor.compose-spec", str(path)],
+        capture_output=True, text=True,
+    )
+
+
+def test_matches_compose_spec():
+    result = check_compose_spec(COMPOSE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_spec_check_rejects_a_broken_file(tmp_path):
+    broken = tmp_path / "compose.yaml"
+    broken.write_text("services:\n  triton:\n    image: x\n    ports: 8000\n")
+    assert check_compose_spec(broken).returncode != 0
+
+
+def test_triton_reserves_a_gpu_and_reads_the_volume(services):
+    triton = services["triton"]
+    devices = triton["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    assert "models:/models:ro" in triton["volumes"]
+    assert triton["shm_size"]
+    assert triton["depends_on"]["export"]["condition"] == "service_completed_successfully"
+
+
+def test_export_writes_the_same_volume(services):
+    assert "models:/models" in services["export"]["volumes"]
+    assert services["export"]["build"]["dockerfile"] == "docker/export.Dockerfile"
+
+
+def test_frontend_settings_point_at_triton_and_redis(services):
+    env = services["frontend"]["environment"]
+    assert env["MODELGATE_TRITON_GRPC_URL"] == "triton:8001"
+    assert env["MODELGATE_REDIS_URL"].startswith("redis://redis:")
+    assert all(key.startswith("MODELGATE_") for key in env)
+    assert services["frontend"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "healthcheck" in services["redis"]
