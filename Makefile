@@ -5,13 +5,14 @@ PY := $(VENV)/bin/python
 REPO ?= model_repository
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install export serve test bench clean
+.PHONY: help install export serve test bench docker clean
 
 help:
 	@echo "make serve   install, export missing models, start Triton + the OpenAI frontend"
 	@echo "make test    run the whole suite (unit, API, contract, integration) with coverage"
 	@echo "make export  export the default models into $(REPO)/ (skips what is up to date)"
 	@echo "make bench   run the benchmarks and print the tables for docs/benchmarks.md"
+	@echo "make docker  build the triton, frontend and export images (docs/deploy.md)"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +36,18 @@ test: export
 
 bench: export
 	$(PY) -m bench
+
+# Needs a Docker engine; without one it says so and exits 0 (DOCKER_REQUIRED=1: exit 1 instead).
+DOCKER ?= docker
+TAG ?= dev
+docker:
+	@if ! $(DOCKER) info >/dev/null 2>&1; then \
+		echo "make docker: no Docker engine reachable, images not built"; \
+		test -z "$(DOCKER_REQUIRED)"; exit $$?; \
+	fi; \
+	for image in triton frontend export; do \
+		$(DOCKER) build -f docker/$$image.Dockerfile -t modelgate-$$image:$(TAG) . || exit 1; \
+	done
 
 clean:
 	rm -rf .run .pytest_cache .coverage htmlcov
