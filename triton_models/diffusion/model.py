@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from triton_models.diffusion.pipeline import Cancelled, Settings, StableDiffusion, to_uint8
+from triton_models.diffusion.pipeline import OUTPUT, Cancelled, Settings, StableDiffusion, to_uint8
 
-OUTPUT = "images"
 STRING_INPUTS = {"prompt", "negative_prompt"}
 
 

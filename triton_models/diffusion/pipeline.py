@@ -18,6 +18,7 @@ import numpy as np
 
 from triton_models.diffusion.schedulers import make_scheduler
 
+OUTPUT = "images"  # the Triton model's one output: UINT8 [n, height, width, 3]
 TOKENIZER_FILE = "tokenizer.json"
 SCHEDULER_FILE = "scheduler_config.json"
 
