@@ -1,0 +1,88 @@
+"""Each image copies one code directory and installs one set of requirements: the code must import nothing
+else. The frontend image has only frontend/ and the base dependencies; the Triton image has only
+triton_models/ and docker/triton_requirements.py's list (plus what NVIDIA's container provides)."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from importlib import metadata
+
+from packaging.requirements import Requirement
+
+from tests.deploy.conftest import ROOT
+
+# Provided by NVIDIA's Triton container itself, not by pip.
+TRITON_PROVIDED = {"triton_python_backend_utils"}
+
+
+def imported_top_levels(package: str) -> dict[str, str]:
+    """Top-level module -> first file importing it, for absolute imports in every module of `package`."""
+    found: dict[str, str] = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                found.setdefault(name.split(".")[0], str(path.relative_to(ROOT)))
+    return found
+
+
+def closure(requirements: list[str]) -> set[str]:
+    """Distributions installed by `requirements` and, transitively, by what they require."""
+    seen: set[str] = set()
+    todo = [Requirement(r) for r in requirements]
+    while todo:
+        req = todo.pop()
+        name = re.sub(r"[-_.]+", "-", req.name).lower()
+        if name in seen:
+            continue
+        seen.add(name)
+        for sub in metadata.requires(req.name) or []:
+            sub_req = Requirement(sub)
+            if sub_req.marker is None or any(
+                sub_req.marker.evaluate({"extra": extra}) for extra in (req.extras or {""})
+            ):
+                todo.append(sub_req)
+    return seen
+
+
+def importable(requirements: list[str]) -> set[str]:
+    """Top-level import names the installed `requirements` provide."""
+    dists = closure(requirements)
+    return {
+        module
+        for module, providers in metadata.packages_distributions().items()
+        if any(re.sub(r"[-_.]+", "-", p).lower() in dists for p in providers)
+    }
+
+
+def missing(package: str, requirements: list[str], extra: set[str] = frozenset()) -> dict[str, str]:
+    allowed = importable(requirements) | set(sys.stdlib_module_names) | {package, "__future__"} | extra
+    return {m: f for m, f in imported_top_levels(package).items() if m not in allowed}
+
+
+def base_dependencies() -> list[str]:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+
+
+def test_frontend_imports_only_base_dependencies():
+    assert missing("frontend", base_dependencies()) == {}
+
+
+def test_triton_models_import_only_the_triton_image_requirements():
+    listed = subprocess.run([sys.executable, ROOT / "docker" / "triton_requirements.py", ROOT / "pyproject.toml"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert missing("triton_models", listed, TRITON_PROVIDED) == {}
+
+
+def test_the_check_sees_an_undeclared_import():
+    assert "onnxruntime" in missing("triton_models", ["numpy<2"], TRITON_PROVIDED)
