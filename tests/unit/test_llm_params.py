@@ -1,0 +1,43 @@
+"""sampling_parameters JSON -> SamplingParams (vLLM's keys), with per-key errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from triton_models.llm.params import InvalidRequest, SamplingParams
+
+
+def test_defaults_for_missing_or_null():
+    assert SamplingParams.from_json(None) == SamplingParams()
+    assert SamplingParams.from_json('{"temperature": null, "seed": null}') == SamplingParams()
+
+
+def test_vllm_keys_are_parsed():
+    p = SamplingParams.from_json(
+        '{"temperature": 0.5, "top_p": 0.9, "top_k": -1, "seed": 3, "stop": "###", "max_tokens": 7,'
+        ' "presence_penalty": 0.1, "frequency_penalty": -0.2, "logprobs": 2, "ignore_eos": true, "n": 2}'
+    )
+    assert (p.temperature, p.top_p, p.top_k, p.seed, p.stop, p.max_tokens) == (0.5, 0.9, 0, 3, ("###",), 7)
+    assert (p.presence_penalty, p.frequency_penalty, p.logprobs, p.ignore_eos, p.n) == (0.1, -0.2, 2, True, 2)
+    assert SamplingParams.from_dict({"stop": ["a", "", "b"]}).stop == ("a", "b")
+
+
+def test_greedy_when_temperature_zero_or_top_k_one():
+    assert SamplingParams(temperature=0).greedy and SamplingParams(top_k=1).greedy
+    assert not SamplingParams().greedy
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('{"best_of": 2}', "'best_of'"),
+    ('{"temperature": "hot"}', "'temperature'"),
+    ('{"top_p": 0}', "'top_p'"),
+    ('{"max_tokens": 0}', "'max_tokens'"),
+    ('{"stop": [1]}', "'stop'"),
+    ('{"ignore_eos": 1}', "'ignore_eos'"),
+    ('{"logprobs": 21}', "'logprobs'"),
+    ("[1, 2]", "JSON object"),
+    ("{oops", "not valid JSON"),
+])
+def test_errors_name_the_key(text, fragment):
+    with pytest.raises(InvalidRequest, match=fragment):
+        SamplingParams.from_json(text)

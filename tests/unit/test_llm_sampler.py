@@ -1,0 +1,93 @@
+"""Per-sequence sampling: greedy, top-k, top-p, temperature, seeds, penalties, logprobs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from triton_models.llm.params import SamplingParams
+from triton_models.llm.sampler import TOP_P_CANDIDATES, Sampler
+
+
+def draws(params: SamplingParams, logits: np.ndarray, count: int = 400) -> list[int]:
+    sampler = Sampler(params)
+    return [sampler.sample(logits.copy())[0] for _ in range(count)]
+
+
+def probs_logits(*probs: float) -> np.ndarray:
+    return np.log(np.asarray(probs, np.float32))
+
+
+def test_greedy_takes_the_argmax():
+    logits = np.array([0.1, 3.0, 2.9, -1.0], np.float32)
+    assert set(draws(SamplingParams(temperature=0), logits, 5)) == {1}
+    assert set(draws(SamplingParams(temperature=1.0, top_k=1), logits, 5)) == {1}
+
+
+def test_top_k_limits_the_candidates():
+    logits = np.zeros(50, np.float32)
+    logits[[3, 17, 42]] = 2.0
+    assert set(draws(SamplingParams(top_k=3), logits)) == {3, 17, 42}
+
+
+@pytest.mark.parametrize("top_p, allowed", [(0.7, {0, 1}), (0.9, {0, 1, 2}), (1.0, {0, 1, 2, 3})])
+def test_top_p_keeps_the_smallest_nucleus(top_p, allowed):
+    logits = probs_logits(0.5, 0.3, 0.15, 0.05)
+    assert set(draws(SamplingParams(top_p=top_p), logits, 1000)) == allowed
+
+
+def test_top_p_over_a_large_flat_vocabulary_looks_past_the_candidates():
+    vocab = 4 * TOP_P_CANDIDATES
+    seen = set(draws(SamplingParams(top_p=0.9, seed=0), np.zeros(vocab, np.float32), 6000))
+    assert len(seen) > TOP_P_CANDIDATES
+
+
+def test_top_p_over_a_large_peaked_vocabulary_stays_exact():
+    logits = np.full(4 * TOP_P_CANDIDATES, -20.0, np.float32)
+    logits[[5, 4000]] = [1.0, 0.0]  # 73% and 27% of the mass
+    assert set(draws(SamplingParams(top_p=0.5), logits, 200)) == {5}
+    assert set(draws(SamplingParams(top_p=0.99), logits, 400)) == {5, 4000}
+
+
+def test_sampling_follows_the_distribution_and_temperature():
+    logits = probs_logits(0.8, 0.2)
+    share = np.mean(np.asarray(draws(SamplingParams(seed=1), logits, 4000)) == 0)
+    assert share == pytest.approx(0.8, abs=0.03)
+    cold = np.mean(np.asarray(draws(SamplingParams(seed=1, temperature=0.25), logits, 4000)) == 0)
+    assert cold > 0.98  # 0.8^4 / (0.8^4 + 0.2^4)
+
+
+def test_same_seed_same_tokens_other_seed_other_tokens():
+    logits = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
+    params = SamplingParams(seed=42, top_p=0.95)
+    assert draws(params, logits, 50) == draws(params, logits, 50)
+    assert draws(params, logits, 50) != draws(SamplingParams(seed=43, top_p=0.95), logits, 50)
+
+
+def test_presence_and_frequency_penalties_count_generated_tokens():
+    logits = np.array([0.0, 1.0, 0.6], np.float32)
+    presence = Sampler(SamplingParams(temperature=0, presence_penalty=0.5))
+    presence.observe(1)
+    presence.observe(1)
+    assert presence.sample(logits.copy())[0] == 2  # 1.0 - 0.5 < 0.6
+    frequency = Sampler(SamplingParams(temperature=0, frequency_penalty=0.3))
+    frequency.observe(1)
+    assert frequency.sample(logits.copy())[0] == 1  # 1.0 - 0.3 > 0.6
+    frequency.observe(1)
+    assert frequency.sample(logits.copy())[0] == 2  # 1.0 - 0.6 < 0.6
+    negative = Sampler(SamplingParams(temperature=0, presence_penalty=-1.0))
+    negative.observe(0)
+    assert negative.sample(logits.copy())[0] == 0
+
+
+def test_logprobs_are_the_raw_distribution_with_ranks():
+    logits = np.array([2.0, 0.5, 3.0, -1.0], np.float32)
+    expected = logits - np.log(np.exp(logits).sum())
+    sampler = Sampler(SamplingParams(temperature=0, logprobs=2, frequency_penalty=2.0))
+    sampler.observe(2)  # the penalty changes the choice, not the reported logprobs
+    token, info = sampler.sample(logits.copy())
+    assert token == 0 and info.token_id == 0 and info.rank == 2
+    assert info.logprob == pytest.approx(expected[0], abs=1e-5)
+    assert [t for t, _ in info.top] == [2, 0]
+    assert [lp for _, lp in info.top] == pytest.approx([expected[2], expected[0]], abs=1e-5)
+    assert Sampler(SamplingParams()).sample(logits.copy())[1] is None
