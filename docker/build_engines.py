@@ -2,7 +2,8 @@
 
 For each `<model>/config.pbtxt` served by the `onnxruntime` backend with `<version>/model.onnx`:
   * `trtexec` writes `<version>/model.plan`, one optimisation profile spanning the config's dynamic dims
-    (batch 1..max_batch_size; other -1 dims 1..`trt_max_extent`, a config parameter, default 512);
+    (batch 1..max_batch_size; other -1 dims `trt_min_extent`..`trt_max_extent`, optimised for
+    `trt_opt_extent`: config parameters an exporter sets per model, defaults 1, 128, 512);
   * `<model>/configs/gpu.pbtxt` is written (unless an exporter already wrote one) as the same model on the
     `tensorrt` backend, picked by `tritonserver --model-config-name=gpu`.
 An engine only loads in the TensorRT version that built it: run this in the export image, whose TensorRT
@@ -20,8 +21,9 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-DEFAULT_MAX_EXTENT = 512
+DEFAULT_MIN_EXTENT = 1
 DEFAULT_OPT_EXTENT = 128
+DEFAULT_MAX_EXTENT = 512
 VARIANT = "gpu"
 
 
@@ -33,7 +35,8 @@ def _param(config: mc.ModelConfig, key: str, default: int) -> int:
 def shape_profile(config: mc.ModelConfig) -> dict[str, list[str]]:
     """`--minShapes/--optShapes/--maxShapes` values: one `name:AxBxC` per input."""
     max_extent = _param(config, "trt_max_extent", DEFAULT_MAX_EXTENT)
-    opt_extent = min(_param(config, "trt_opt_extent", DEFAULT_OPT_EXTENT), max_extent)
+    min_extent = min(_param(config, "trt_min_extent", DEFAULT_MIN_EXTENT), max_extent)
+    opt_extent = max(min(_param(config, "trt_opt_extent", DEFAULT_OPT_EXTENT), max_extent), min_extent)
     profile: dict[str, list[str]] = {"min": [], "opt": [], "max": []}
     for tensor in config.input:
         dims = list(tensor.dims)
@@ -47,7 +50,7 @@ def shape_profile(config: mc.ModelConfig) -> dict[str, list[str]]:
                 elif d < -1:  # batch
                     shape.append({"min": 1, "opt": max(1, -d // 2), "max": -d}[kind])
                 else:
-                    shape.append({"min": 1, "opt": opt_extent, "max": max_extent}[kind])
+                    shape.append({"min": min_extent, "opt": opt_extent, "max": max_extent}[kind])
             profile[kind].append(f"{tensor.name}:{'x'.join(map(str, shape))}")
     return profile
 
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             continue
         if subprocess.run(command, check=False).returncode != 0:
+            # A profile that does not suit the network (e.g. extents a UNet cannot downsample) fails here.
             print(f"{model_dir.name}: trtexec failed; Triton keeps serving model.onnx", file=sys.stderr)
             plan.unlink(missing_ok=True)
             continue

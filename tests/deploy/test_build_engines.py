@@ -59,6 +59,18 @@ def test_profile_spans_batch_and_dynamic_dims(repository):
     assert "tokenizer" not in embed + vae  # Python models have no engine
 
 
+def test_extents_from_config_parameters(tmp_path):
+    write_model(tmp_path, "unet", {
+        "backend": "onnxruntime", "max_batch_size": 8,
+        "input": [{"name": "sample", "data_type": "TYPE_FP32", "dims": [4, -1, -1]}],
+        "output": [{"name": "out", "data_type": "TYPE_FP32", "dims": [4, -1, -1]}],
+        "parameters": {k: {"string_value": v} for k, v in
+                       {"trt_min_extent": "8", "trt_opt_extent": "64", "trt_max_extent": "96"}.items()},
+    })
+    [unet] = run(tmp_path, "--dry-run")
+    assert "--minShapes=sample:1x4x8x8 --optShapes=sample:4x4x64x64 --maxShapes=sample:8x4x96x96" in unet
+
+
 def test_precision_flag(repository):
     assert all(line.endswith(" --fp16") for line in run(repository, "--dry-run", "--precision", "fp16"))
 
