@@ -1,0 +1,186 @@
+"""The LLM engine in-process on the tiny ONNX model, stepped by hand: continuous batching, preemption,
+cancellation, end of sequence, n > 1. No Triton: the sink is a list."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.integration import llm_tiny
+from triton_models.llm.decoder import OnnxDecoder
+from triton_models.llm.engine import Engine, EngineConfig
+from triton_models.llm.params import InvalidRequest, SamplingParams
+from triton_models.llm.scheduler import Limits, Overloaded
+from triton_models.llm.sequence import RequestOutput
+from triton_models.llm.tokenizer import TextTokenizer
+
+GREEDY = {"temperature": 0, "ignore_eos": True}
+PROMPTS = ["Hello there", "The quick brown fox jumps over", "One", "Why is the sky blue? Because"]
+
+
+@dataclass
+class Sink:
+    cancelled: bool = False
+    outputs: list[RequestOutput | None] = field(default_factory=list)
+    finals: int = 0
+    error: str | None = None
+
+    def is_cancelled(self) -> bool:
+        return self.cancelled
+
+    def send(self, output, final):
+        self.outputs.append(output)
+        self.finals += final
+
+    def fail(self, message):
+        self.error = message
+        self.finals += 1
+
+    @property
+    def text(self) -> str:
+        return "".join(o.texts[0] for o in self.outputs if o is not None)
+
+    @property
+    def finish_reason(self) -> str | None:
+        last = self.outputs[-1] if self.outputs else None
+        return last.finish_reasons[0] if last is not None and last.finish_reasons else None
+
+
+@pytest.fixture(scope="module")
+def parts():
+    files = llm_tiny.model_files()
+    return OnnxDecoder(files / "model.onnx", threads=1), TextTokenizer(files)
+
+
+def make_engine(parts, **limits) -> Engine:
+    decoder, tokenizer = parts
+    return Engine(decoder, tokenizer, EngineConfig(llm_tiny.CONTEXT_LENGTH, Limits(**limits)))
+
+
+def submit(engine: Engine, prompt: str, **params) -> Sink:
+    sink = Sink()
+    engine.submit(prompt, SamplingParams.from_dict(params), sink, stream=True)
+    return sink
+
+
+def run(engine: Engine, sinks: list[Sink], max_steps: int = 500) -> None:
+    for _ in range(max_steps):
+        if all(s.finals for s in sinks):
+            return
+        engine.step()
+    raise AssertionError("requests did not finish")
+
+
+def alone(parts, prompt: str, **params) -> Sink:
+    engine = make_engine(parts)
+    sink = submit(engine, prompt, **params)
+    run(engine, [sink])
+    return sink
+
+
+def test_requests_joining_mid_decode_get_what_they_get_alone(parts):
+    expected = [alone(parts, p, max_tokens=12, **GREEDY).text for p in PROMPTS]
+    engine = make_engine(parts)
+    sinks = [submit(engine, PROMPTS[0], max_tokens=12, **GREEDY)]
+    for prompt in PROMPTS[1:]:  # each joins the running batch a few steps later
+        engine.step()
+        engine.step()
+        sinks.append(submit(engine, prompt, max_tokens=12, **GREEDY))
+    run(engine, sinks)
+    assert [s.text for s in sinks] == expected
+    assert all(s.finish_reason == "length" and s.finals == 1 for s in sinks)
+    assert engine.cache.batch == 0 and not engine.running  # everyone left and freed the cache
+
+
+def test_kv_budget_preempts_and_recomputes_without_changing_the_text(parts):
+    expected = [alone(parts, p, max_tokens=20, **GREEDY).text for p in PROMPTS]
+    engine = make_engine(parts, max_kv_tokens=60)  # four ~25-token sequences cannot all fit
+    sinks = [submit(engine, p, max_tokens=20, **GREEDY) for p in PROMPTS]
+    preempted = 0
+    for _ in range(500):
+        if all(s.finals for s in sinks):
+            break
+        engine.step()
+        preempted += any(seq.generated for seq in engine.scheduler.waiting)
+        assert engine.cache.batch * engine.cache.width <= 60
+    assert [s.text for s in sinks] == expected
+    assert preempted  # some sequence went back to the queue mid-generation
+
+
+def test_end_of_sequence_stops_without_emitting_it(parts):
+    decoder, tokenizer = parts
+    free = alone(parts, "Hello there", max_tokens=6, **GREEDY)
+    engine = make_engine(parts)
+    tokens = tokenizer.encode(free.text)
+    eos_like = tokens[2]
+    sink = submit(engine, "Hello there", max_tokens=6, temperature=0, stop_token_ids=[eos_like])
+    run(engine, [sink])
+    assert sink.finish_reason == "stop"
+    assert sink.text == tokenizer.tokenizer.decode(tokens[:2])
+
+
+def test_n_sequences_with_a_seed_are_distinct_and_reproducible(parts):
+    params = dict(max_tokens=8, temperature=1.0, seed=5, n=2, ignore_eos=True)
+    first, second = alone(parts, "Tell me", **params), alone(parts, "Tell me", **params)
+    texts = lambda s: ["".join(o.texts[i] for o in s.outputs) for i in range(2)]  # noqa: E731
+    assert texts(first) == texts(second)
+    assert texts(first)[0] != texts(first)[1]
+    assert first.outputs[-1].finish_reasons == ["length", "length"]
+    assert sum(sum(o.num_output_tokens) for o in first.outputs) == 16
+
+
+def test_cancelled_request_leaves_at_once_and_its_slot_serves_the_next(parts):
+    engine = make_engine(parts, max_num_seqs=1, max_queue=1)
+    first = submit(engine, "Go on", max_tokens=200, **GREEDY)
+    engine.step()
+    assert engine.cache.batch == 1 and len(first.outputs) == 2  # prefill token + one decode token
+    second = submit(engine, "Next", max_tokens=3, **GREEDY)
+    engine.step()
+    assert engine.cache.batch == 1 and not second.outputs  # waits: the only slot is taken
+    with pytest.raises(Overloaded):
+        submit(engine, "Third", max_tokens=3)
+    first.cancelled = True
+    engine.step()
+    assert first.finals == 1 and first.outputs[-1] is None  # only the FINAL flag
+    run(engine, [second], max_steps=10)
+    assert second.finish_reason == "length"
+
+
+def test_non_streaming_sends_one_response(parts):
+    engine = make_engine(parts)
+    sink = Sink()
+    engine.submit("Hi", SamplingParams.from_dict(dict(max_tokens=5, **GREEDY)), sink, stream=False)
+    run(engine, [sink])
+    assert len(sink.outputs) == 1 and sink.outputs[0].num_output_tokens == [5]
+
+
+def test_context_length_is_checked_and_enforced(parts):
+    engine = make_engine(parts)
+    with pytest.raises(InvalidRequest, match="context_length_exceeded.*256"):
+        submit(engine, "word " * 300)
+    with pytest.raises(InvalidRequest, match="context_length_exceeded"):
+        submit(engine, "Hi", max_tokens=300)
+    prompt = "word " * 250
+    sink = submit(engine, prompt, **GREEDY)  # no max_tokens: runs to the context length
+    run(engine, [sink])
+    assert sink.finish_reason == "length"
+    prompt_tokens = len(parts[1].encode(prompt))
+    assert sum(o.num_output_tokens[0] for o in sink.outputs) == llm_tiny.CONTEXT_LENGTH - prompt_tokens
+
+
+def test_engine_thread_serves_and_stops(parts):
+    engine = make_engine(parts).start()
+    try:
+        sink = submit(engine, "Hi", max_tokens=4, **GREEDY)
+        for _ in range(200):
+            if sink.finals:
+                break
+            time.sleep(0.02)
+        assert sink.finish_reason == "length"
+        waiting = Sink()
+    finally:
+        engine.stop()
+    with pytest.raises(RuntimeError, match="shutting down"):
+        engine.submit("Hi", SamplingParams(), waiting)
