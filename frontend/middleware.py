@@ -31,7 +31,7 @@ class RequestContext:
 
 
 class BodySizeLimit:
-    """413 envelope for bodies over `max_bytes`, by Content-Length or by counting a chunked body."""
+    """413 envelope for bodies over `max_bytes`: by Content-Length, or by reading a chunked body first."""
 
     def __init__(self, app, max_bytes: int):
         self.app = app
@@ -40,18 +40,24 @@ class BodySizeLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        too_large = RequestTooLarge(f"request body is larger than {self.max_bytes} bytes")
+        too_large = error_response(RequestTooLarge(f"request body is larger than {self.max_bytes} bytes"))
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await error_response(too_large)(scope, receive, send)
-        seen = 0
-
-        async def counting_receive():
-            nonlocal seen
+        if length is not None:  # the server enforces that the body matches it
+            if length.isdigit() and int(length) > self.max_bytes:
+                return await too_large(scope, receive, send)
+            return await self.app(scope, receive, send)
+        # Chunked: buffer up to the limit (bounded memory), then replay the body to the app.
+        messages, seen = [], 0
+        while True:
             message = await receive()
+            messages.append(message)
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
-                raise too_large  # raised inside the endpoint's body read, so the APIError handler answers
-            return message
+                return await too_large(scope, receive, send)
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
 
-        await self.app(scope, counting_receive, send)
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)

@@ -10,6 +10,9 @@ import numpy as np
 from tokenizers import Tokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
+# Tensor names, checked against the generated config.pbtxt by tests/contract.
+INPUT = "text_input"
+OUTPUTS = ("input_ids", "attention_mask", "num_input_tokens")
 
 
 class InputTooLong(ValueError):
@@ -80,16 +83,13 @@ class TritonPythonModel:
         pb = self.pb
         responses = []
         for request in requests:
-            raw = pb.get_input_tensor_by_name(request, "text_input").as_numpy().reshape(-1)
+            raw = pb.get_input_tensor_by_name(request, INPUT).as_numpy().reshape(-1)
             try:
                 texts = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in raw]
                 encoded = self.tokenizer.encode(texts)
             except (InputTooLong, UnicodeDecodeError) as exc:
                 responses.append(pb.InferenceResponse(error=pb.TritonError(str(exc), pb.TritonError.INVALID_ARG)))
                 continue
-            responses.append(pb.InferenceResponse(output_tensors=[
-                pb.Tensor("input_ids", encoded.input_ids),
-                pb.Tensor("attention_mask", encoded.attention_mask),
-                pb.Tensor("num_input_tokens", encoded.lengths),
-            ]))
+            arrays = (encoded.input_ids, encoded.attention_mask, encoded.lengths)
+            responses.append(pb.InferenceResponse(output_tensors=[pb.Tensor(n, a) for n, a in zip(OUTPUTS, arrays)]))
         return responses

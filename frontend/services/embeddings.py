@@ -13,6 +13,9 @@ from frontend.registry import ModelRegistry, ServedModel
 from frontend.triton import Backend
 
 TASK = "embeddings"
+# Tensor names of the embedding ensemble and of its encoder (checked by tests/contract).
+TEXT_INPUT, EMBEDDING, NUM_TOKENS = "text_input", "embedding", "num_input_tokens"
+TOKEN_INPUTS = ("input_ids", "attention_mask")
 
 
 class EmbeddingService:
@@ -50,10 +53,10 @@ class EmbeddingService:
 
     async def _embed_texts(self, model: ServedModel, texts: list[str], request_id: str):
         outputs = await self.backend.infer(
-            model.name, {"text_input": np.array([t.encode() for t in texts], dtype=np.object_)},
-            ["embedding", "num_input_tokens"], request_id=request_id,
+            model.name, {TEXT_INPUT: np.array([t.encode() for t in texts], dtype=np.object_)},
+            [EMBEDDING, NUM_TOKENS], request_id=request_id,
         )
-        return outputs["embedding"], outputs["num_input_tokens"]
+        return outputs[EMBEDDING], outputs[NUM_TOKENS]
 
     async def _embed_tokens(self, model: ServedModel, token_lists: list[list[int]], request_id: str):
         limit = model.int_param("max_input_tokens")
@@ -71,9 +74,9 @@ class EmbeddingService:
         encoder = model.parameters.get("token_input_model")
         if not encoder:
             raise InvalidRequest(f"`{model.name}` does not accept token ids as input", param="input")
-        outputs = await self.backend.infer(encoder, {"input_ids": input_ids, "attention_mask": mask},
-                                           ["embedding"], request_id=request_id)
-        return outputs["embedding"], lengths
+        outputs = await self.backend.infer(encoder, dict(zip(TOKEN_INPUTS, (input_ids, mask))),
+                                           [EMBEDDING], request_id=request_id)
+        return outputs[EMBEDDING], lengths
 
 
 def _truncate(vectors: np.ndarray, dimensions: int) -> np.ndarray:

@@ -1,0 +1,108 @@
+"""The app in-process (httpx.ASGITransport) against FakeBackend: no Triton, no network."""
+
+from __future__ import annotations
+
+import hashlib
+
+import httpx
+import numpy as np
+import pytest
+
+from frontend.app import create_app
+from frontend.errors import APIError
+from frontend.settings import Settings
+
+DIM = 8
+
+
+def fake_vector(key: str) -> np.ndarray:
+    """A deterministic unit vector per input, so tests can check order and values."""
+    seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+class FakeBackend:
+    """Speaks the Backend interface with one embedding model `emb` (+ encoder) and one chat model `llm`."""
+
+    def __init__(self):
+        self.ready = True
+        self.fail: APIError | None = None
+        self.calls: list[tuple[str, dict]] = []
+        self.models = {
+            "emb": {"openai_task": "embeddings", "embedding_dim": str(DIM), "max_input_tokens": "16",
+                    "max_inputs_per_request": "2", "token_input_model": "emb_encoder"},
+            "emb_encoder": {},
+            "emb_tokenizer": {},
+            "llm": {"openai_task": "chat", "context_length": "2048"},
+        }
+        self.states = {name: "READY" for name in self.models}
+
+    async def server_ready(self) -> bool:
+        return self.ready
+
+    async def repository_index(self) -> list[dict]:
+        if self.fail:
+            raise self.fail
+        return [{"name": n, "version": "1", "state": s} for n, s in self.states.items()]
+
+    async def model_config(self, name: str) -> dict:
+        return {"name": name, "parameters": {k: {"string_value": v} for k, v in self.models[name].items()}}
+
+    async def infer(self, model, inputs, outputs, request_id=""):
+        self.calls.append((model, inputs))
+        if self.fail:
+            raise self.fail
+        if model == "emb":
+            texts = [t.decode() for t in inputs["text_input"]]
+            return {"embedding": np.stack([fake_vector(t) for t in texts]),
+                    "num_input_tokens": np.array([len(t.split()) + 2 for t in texts], dtype=np.int32)}
+        if model == "emb_encoder":
+            rows = [ids[mask == 1].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
+            return {"embedding": np.stack([fake_vector(str(r)) for r in rows])}
+        raise AssertionError(f"unexpected model {model}")
+
+    async def stream(self, model, inputs, outputs, request_id=""):  # pragma: no cover - chat lands later
+        raise NotImplementedError
+        yield
+
+    async def load_model(self, name, config=None):  # pragma: no cover
+        self.states[name] = "READY"
+
+    async def unload_model(self, name, unload_dependents=False):  # pragma: no cover
+        self.states[name] = "UNAVAILABLE"
+
+    async def close(self):
+        pass
+
+
+@pytest.fixture
+def backend() -> FakeBackend:
+    return FakeBackend()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(model_index_ttl_s=0, max_body_bytes=4096, embeddings_max_inputs=5)
+
+
+@pytest.fixture
+async def client(backend, settings):
+    app = create_app(settings, backend=backend)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            yield c
+
+
+def assert_error(response: httpx.Response, status: int, param: str | None = None, code: str | None = None):
+    """The response is OpenAI's error envelope with this status (and param/code when given)."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["message"]
+    if param is not None:
+        assert error["param"] == param
+    if code is not None:
+        assert error["code"] == code
+    return error
