@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> list[str]:
         pipe.scheduler = _scheduler_class(args.scheduler).from_config(pipe.scheduler.config)
     settings = pipeline_settings(pipe, args, name)
     repository.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=repository.parent, prefix=f".{name}-export-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{name}-export-") as tmp:  # nothing half-written in the repository
         staging = Path(tmp)
         export_networks(pipe, staging, name, args.opset)
         write_pipeline_files(pipe, staging / name / "1")
@@ -384,13 +384,23 @@ def check_parity(pipe, staging: Path, name: str, settings: dict) -> float:
 # -- Triton configs ---------------------------------------------------------------------------------------
 
 def write_configs(repository: Path, name: str, settings: dict, args, hidden_size: int) -> None:
+    from triton_models.diffusion.pipeline import Settings  # noqa: PLC0415
+
     names = part_names(name)
     channels = int(settings["latent_channels"])
     batch = 2 * args.max_n  # classifier-free guidance doubles the UNet batch
     network = {"backend": "onnxruntime", "max_batch_size": batch, "dynamic_batching": {},
                "instance_group": [{"count": 1, "kind": "KIND_CPU"}]}
-    if args.threads:
-        network["parameters"] = parameters(intra_op_thread_count=args.threads)
+    threads = {"intra_op_thread_count": args.threads} if args.threads else {}
+    network["parameters"] = parameters(**threads)
+    # TensorRT profile bounds for the latent height/width (docker/build_engines.py reads them).
+    factor = int(settings["vae_scale_factor"])
+    sizes = Settings.parse_sizes(settings["sizes"])
+    extents = [d // factor for size in sizes for d in size]
+    default_w, default_h = Settings.parse_sizes(settings["default_size"])[0]
+    latent = {**network, "parameters": parameters(
+        **threads, trt_min_extent=min(extents), trt_opt_extent=max(default_w, default_h) // factor,
+        trt_max_extent=max(extents))}
 
     def tensor(n, dtype, dims, **extra):
         return {"name": n, "data_type": dtype, "dims": dims, **extra}
@@ -401,13 +411,13 @@ def write_configs(repository: Path, name: str, settings: dict, args, hidden_size
         "output": [tensor("last_hidden_state", "TYPE_FP32", [TOKEN_LENGTH, hidden_size])],
     })
     write_config(repository / names["unet"], {
-        "name": names["unet"], **network,
+        "name": names["unet"], **latent,
         "input": [tensor("sample", "TYPE_FP32", [channels, -1, -1]), tensor("timestep", "TYPE_FP32", [1]),
                   tensor("encoder_hidden_states", "TYPE_FP32", [TOKEN_LENGTH, hidden_size])],
         "output": [tensor("out_sample", "TYPE_FP32", [channels, -1, -1])],
     })
     write_config(repository / names["vae_decoder"], {
-        "name": names["vae_decoder"], **network,
+        "name": names["vae_decoder"], **latent,
         "input": [tensor("latent_sample", "TYPE_FP32", [channels, -1, -1])],
         "output": [tensor("image", "TYPE_FP32", [-1, -1, 3])],
     })

@@ -62,6 +62,9 @@ def test_network_configs_match_onnx_graphs(repo, part):
     assert cfg.backend == "onnxruntime" and cfg.max_batch_size == 6  # 2 x max_n: guidance doubles the batch
     assert cfg.HasField("dynamic_batching")
     assert cfg.parameters["intra_op_thread_count"].string_value == "1"
+    if part != "text_encoder":  # TensorRT profile over latent sizes: 64..512 px at 8x
+        extents = {k: cfg.parameters[f"trt_{k}_extent"].string_value for k in ("min", "opt", "max")}
+        assert extents == {"min": "8", "opt": "64", "max": "64"}
 
 
 def test_pipeline_config(repo):
