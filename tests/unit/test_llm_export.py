@@ -1,0 +1,179 @@
+"""Pure parts of the LLM export: GGML block maths, their ONNX Runtime ops, config writing, check helpers."""
+
+from __future__ import annotations
+
+import argparse
+from types import SimpleNamespace
+
+import gguf
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from tritonclient.grpc import model_config_pb2 as mc
+
+from export_scripts import llm, llm_check, llm_quant
+from export_scripts.common import ExportError, read_config, write_config
+
+RNG = np.random.default_rng(0)
+
+
+def weight(rows: int, cols: int) -> np.ndarray:
+    return (RNG.standard_normal((rows, cols)) * 0.05).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", [llm_quant.Q4_1, llm_quant.Q8_0])
+def test_unpacked_blocks_dequantise_like_gguf(kind):
+    raw = gguf.quants.quantize(weight(6, 96), llm_quant.KINDS[kind])
+    blocks = llm_quant.from_ggml(raw, kind)
+    expected = gguf.quants.dequantize(raw, llm_quant.KINDS[kind])
+    assert blocks.shape == (6, 96)
+    np.testing.assert_array_equal(blocks.dequantize(), expected)
+
+
+def test_q4_1_codes_follow_the_gguf_nibble_order():
+    # One block: element j in the low nibble of byte j, element j + 16 in the high nibble.
+    codes = np.arange(32) % 16
+    qs = (codes[:16] | (codes[16:] << 4)).astype(np.uint8)
+    header = np.array([1.0, 0.5], np.float16).view(np.uint8)  # d = 1, m = 0.5
+    blocks = llm_quant.from_ggml(np.concatenate([header, qs])[None], llm_quant.Q4_1)
+    np.testing.assert_array_equal(blocks.codes[0], codes)
+    np.testing.assert_array_equal(blocks.dequantize()[0], codes + 0.5)
+
+
+def test_nibble_packing_round_trips_in_matmul_nbits_order():
+    codes = RNG.integers(0, 16, (3, 64)).astype(np.uint8)
+    packed = llm_quant.pack_nibbles(codes)
+    assert packed.shape == (3, 2, 16)
+    assert packed[0, 0, 0] == codes[0, 0] | (codes[0, 1] << 4)  # element 2i low, 2i + 1 high
+    np.testing.assert_array_equal(llm_quant.unpack_nibbles(packed), codes)
+
+
+@pytest.mark.parametrize("kind", [llm_quant.Q4_1, llm_quant.Q8_0])
+def test_matmul_nbits_weight_represents_the_blocks(kind):
+    blocks = llm_quant.quantize(weight(8, 64), kind)
+    nbits = llm_quant.matmul_nbits_weight(blocks)
+    assert nbits.bits == (4 if kind == llm_quant.Q4_1 else 8)
+    assert (nbits.correction is None) == (kind == llm_quant.Q8_0)
+    np.testing.assert_allclose(nbits.dequantize(), blocks.dequantize(), rtol=1e-6, atol=1e-7)
+
+
+def test_take_rows_reorders_whole_rows():
+    blocks = llm_quant.quantize(weight(4, 32), llm_quant.Q4_1)
+    order = np.array([2, 0, 3, 1])
+    np.testing.assert_array_equal(blocks.take_rows(order).dequantize(), blocks.dequantize()[order])
+
+
+def test_unpermute_rows_matches_transformers_gguf_loader():
+    from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
+
+    rows = np.arange(24)
+    expected = LlamaTensorProcessor(config={})._reverse_permute_weights(rows[:, None], 3)[:, 0]
+    np.testing.assert_array_equal(llm.unpermute_rows(rows, 3), expected)
+
+
+def test_weight_key_is_content_and_shape():
+    w = weight(4, 32)
+    assert llm_quant.weight_key(w) == llm_quant.weight_key(w.copy())
+    assert llm_quant.weight_key(w) != llm_quant.weight_key(w.reshape(8, 16))
+    assert llm_quant.weight_key(w) != llm_quant.weight_key(w + 1e-6)
+
+
+def tiny_graph(embedding: np.ndarray, linear: np.ndarray) -> onnx.ModelProto:
+    """ids -> Gather(embedding) -> MatMul(linear.T): what the legacy exporter writes for Embedding + Linear."""
+    nodes = [helper.make_node("Gather", ["emb", "ids"], ["h"]), helper.make_node("MatMul", ["h", "w_t"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s", linear.shape[0]])],
+        [numpy_helper.from_array(embedding, "emb"), numpy_helper.from_array(np.ascontiguousarray(linear.T), "w_t")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def run(model: onnx.ModelProto, ids: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"ids": ids})[0]
+
+
+@pytest.mark.parametrize("linear_kind", [llm_quant.Q4_1, llm_quant.Q8_0])
+def test_quantised_graph_computes_with_the_dequantised_blocks(linear_kind):
+    embedding, linear = weight(50, 64), weight(48, 64)
+    emb_blocks, lin_blocks = llm_quant.quantize(embedding, llm_quant.Q8_0), llm_quant.quantize(linear, linear_kind)
+    model = tiny_graph(embedding, linear)
+    keys = {llm_quant.weight_key(embedding): emb_blocks, llm_quant.weight_key(linear): lin_blocks}
+    replaced = llm_quant.quantize_graph(model, keys, accuracy_level=0)
+    assert replaced == {"MatMul": 1, "Gather": 1}
+    assert {"emb", "w_t"}.isdisjoint(i.name for i in model.graph.initializer)  # fp32 weights dropped
+    ids = np.array([[3, 7, 49], [0, 1, 2]], np.int64)
+    expected = emb_blocks.dequantize()[ids] @ lin_blocks.dequantize().T
+    np.testing.assert_allclose(run(model, ids), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_quantise_graph_leaves_unknown_weights_and_q4_embeddings_in_fp32():
+    embedding, linear = weight(50, 64), weight(48, 64)
+    model = tiny_graph(embedding, linear)
+    keys = {llm_quant.weight_key(embedding): llm_quant.quantize(embedding, llm_quant.Q4_1)}
+    assert llm_quant.quantize_graph(model, keys) == {"MatMul": 0, "Gather": 0}
+    assert [n.op_type for n in model.graph.node] == ["Gather", "MatMul"]
+
+
+def test_position_ids_follow_the_attention_mask():
+    mask = np.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    np.testing.assert_array_equal(llm_check.position_ids(mask, 5), [[1, 1, 0, 1, 2], [0, 1, 2, 3, 4]])
+    np.testing.assert_array_equal(llm_check.position_ids(mask, 1), [[2], [4]])
+
+
+def test_left_pad():
+    ids, mask = llm_check.left_pad([[5, 6, 7], [8]], pad_id=2)
+    np.testing.assert_array_equal(ids, [[5, 6, 7], [2, 2, 8]])
+    np.testing.assert_array_equal(mask, [[1, 1, 1], [0, 0, 1]])
+
+
+def test_agreement_and_kl():
+    ref = np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1]]))
+    assert llm_check.agreement(ref, ref) == (1.0, pytest.approx(0.0, abs=1e-12))
+    other = np.log(np.array([[0.2, 0.7, 0.1], [0.1, 0.8, 0.1]]))
+    top1, kl = llm_check.agreement(ref, other)
+    assert top1 == 0.5
+    assert kl == pytest.approx((0.7 * np.log(0.7 / 0.2) + 0.2 * np.log(0.2 / 0.7)) / 2)
+
+
+def test_until_eos():
+    assert llm_check.until_eos([4, 5, 2, 9], {2}) == [4, 5, 2]
+    assert llm_check.until_eos([4, 5], {2}) == [4, 5]
+
+
+def test_resolve_source(tmp_path):
+    with pytest.raises(ExportError, match="not found"):
+        llm.resolve_source(str(tmp_path / "missing.gguf"))
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    assert llm.resolve_source(str(tmp_path / "m.gguf")) == llm.Source(str(tmp_path), "m.gguf")
+    assert llm.resolve_source("org/model").local_files == []
+
+
+@pytest.mark.parametrize("precision, served", [("q4", llm.QUANT_FILE), ("fp32", llm.FP32_FILE)])
+def test_model_config_follows_the_contract(tmp_path, precision, served):
+    parser = argparse.ArgumentParser()
+    llm.add_arguments(parser)
+    args = parser.parse_args(["--precision", precision, "--max-num-seqs", "4"])
+    tokenizer = SimpleNamespace(chat_template="{{ messages }}\n", bos_token="<s>", eos_token="</s>")
+    model = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=8192))
+    config = read_config(write_config(tmp_path, llm.model_config(args, tokenizer, model)))
+    assert (config.name, config.backend, config.max_batch_size) == (llm.MODEL_NAME, "python", 0)
+    assert config.model_transaction_policy.decoupled
+    inputs = {i.name: i for i in config.input}
+    assert list(inputs) == ["text_input", "stream", "sampling_parameters", "exclude_input_in_output",
+                            "return_finish_reason", "return_num_input_tokens", "return_num_output_tokens",
+                            "return_logprobs"]
+    assert not inputs["text_input"].optional and all(i.optional for n, i in inputs.items() if n != "text_input")
+    outputs = {o.name: (mc.DataType.Name(o.data_type), list(o.dims)) for o in config.output}
+    assert outputs == {"text_output": ("TYPE_STRING", [-1]), "finish_reason": ("TYPE_STRING", [-1]),
+                       "num_input_tokens": ("TYPE_UINT32", [1]), "num_output_tokens": ("TYPE_UINT32", [1]),
+                       "logprobs": ("TYPE_STRING", [-1])}
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    assert params["openai_task"] == "chat" and params["model_file"] == served
+    assert params["context_length"] == "8192" and params["max_num_seqs"] == "4"
+    assert params["chat_template"] == "{{ messages }}\n"
+    assert (params["bos_token"], params["eos_token"]) == ("<s>", "</s>")
+    assert {"max_kv_tokens", "max_queue", "intra_op_thread_count"} <= set(params)
