@@ -16,6 +16,9 @@ COPY docker/export.sh docker/build_engines.py docker/
 # numpy<2 in the same resolver pass keeps pins such as ml-dtypes numpy-1 compatible (docs/deploy.md).
 RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir -e ".[triton,export]" "numpy<2"
 
-ENV MODEL_REPOSITORY=/models
+# Root by default so a fresh compose volume is writable; the chart runs it as uid 1000 with fsGroup.
+# HOME=/tmp: library caches (Hugging Face, torch) stay writable under any uid.
+ENV MODEL_REPOSITORY=/models \
+    HOME=/tmp
 VOLUME ["/models"]
 ENTRYPOINT ["/opt/modelgate/docker/export.sh"]

@@ -198,3 +198,13 @@ def test_services_target_named_container_ports(default_render):
         names = {p["name"] for p in container(default_render, f"{component}-deployment.yaml")["ports"]}
         for port in default_render[f"{component}-service.yaml"][0]["spec"]["ports"]:
             assert port["targetPort"] in names
+
+
+def test_every_pod_runs_as_non_root(default_render, gpu_render):
+    for rendered in (default_render, gpu_render):
+        for template in ("triton-deployment.yaml", "frontend-deployment.yaml", "export-job.yaml"):
+            spec = pod_spec(rendered, template)
+            assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] > 0
+            assert spec["automountServiceAccountToken"] is False
+            for c in spec["containers"] + spec.get("initContainers", []):
+                assert c["securityContext"]["allowPrivilegeEscalation"] is False
