@@ -11,8 +11,9 @@ from fastapi import FastAPI
 from frontend.errors import install_handlers
 from frontend.middleware import BodySizeLimit, RequestContext
 from frontend.registry import ModelRegistry
-from frontend.routers import embeddings, health, models
+from frontend.routers import embeddings, health, images, models
 from frontend.services.embeddings import EmbeddingService
+from frontend.services.images import ImageLinks, ImageService
 from frontend.services.models import ModelService
 from frontend.settings import Settings
 from frontend.triton import Backend, TritonBackend
@@ -29,6 +30,7 @@ class Services:
     registry: ModelRegistry
     models: ModelService
     embeddings: EmbeddingService
+    images: ImageService
 
     @classmethod
     def build(cls, settings: Settings, backend: Backend) -> "Services":
@@ -37,6 +39,8 @@ class Services:
             settings=settings, backend=backend, registry=registry,
             models=ModelService(backend, registry, settings.required_models),
             embeddings=EmbeddingService(backend, registry, settings.embeddings_max_inputs),
+            images=ImageService(backend, registry, ImageLinks(settings.images_url_secret.get_secret_value().encode(),
+                                                              settings.images_url_ttl_s), settings.public_url),
         )
 
 
@@ -61,6 +65,6 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     install_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)
-    for module in (health, models, embeddings):
+    for module in (health, models, embeddings, images):
         app.include_router(module.router)
     return app

@@ -65,6 +65,21 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+class Gone(APIError):
+    """A resource that existed for a while (an image URL) and has expired."""
+
+    status = 410
+    type = "invalid_request_error"
+
+
+class ClientClosedRequest(APIError):
+    """The client left before the answer was ready (nginx's 499); nobody reads the response."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_closed_request"
+
+
 class RequestTooLarge(APIError):
     status = 413
     type = "invalid_request_error"

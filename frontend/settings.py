@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -26,6 +26,13 @@ class Settings(BaseSettings):
     # Request limits.
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
     embeddings_max_inputs: int = Field(2048, gt=0, description="inputs per /v1/embeddings request (OpenAI: 2048)")
+
+    # Image URLs point back at this frontend: signed, expiring, nothing stored (see services/images.py).
+    images_url_ttl_s: float = Field(3600.0, gt=0, description="how long an image URL works (OpenAI: 1 hour)")
+    images_url_secret: SecretStr = Field(SecretStr(""), description="HMAC key shared by every replica; "
+                                         "empty: a random key per process (links die with it)")
+    public_url: str = Field("", description="how clients reach this frontend, for image URLs; empty: the "
+                                            "request's own scheme and host")
 
     @field_validator("required_models", mode="before")
     @classmethod
