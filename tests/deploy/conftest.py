@@ -3,6 +3,7 @@ real Helm engine (helm-python-sdk binds Helm's Go SDK, so this is `helm template
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -45,3 +46,11 @@ def default_render():
 @pytest.fixture(scope="session")
 def gpu_render():
     return render(gpu_values())
+
+
+def container_flags() -> list[str]:
+    """tritonserver flags of the Triton image's CMD (the ones the chart and compose.yaml repeat)."""
+    text = re.sub(r"\\\n\s*", " ", (ROOT / "docker" / "triton.Dockerfile").read_text())
+    cmd = yaml.safe_load(re.search(r"^CMD (\[.*\])$", text, re.M).group(1))
+    assert cmd[0] == "tritonserver"
+    return cmd[1:]

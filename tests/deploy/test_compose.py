@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.deploy.conftest import BIN, ROOT
+from tests.deploy.conftest import BIN, ROOT, container_flags
 
 COMPOSE = ROOT / "compose.yaml"
 
@@ -56,3 +56,7 @@ def test_frontend_settings_point_at_triton_and_redis(services):
     assert all(key.startswith("MODELGATE_") for key in env)
     assert services["frontend"]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert "healthcheck" in services["redis"]
+
+
+def test_triton_command_is_the_image_cmd_plus_the_gpu_variant(services):
+    assert services["triton"]["command"] == ["tritonserver", *container_flags(), "--model-config-name=gpu"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from tests.deploy.conftest import CHART, RELEASE, objects, render
+from tests.deploy.conftest import CHART, RELEASE, container_flags, objects, render
 
 TRITON = f"{RELEASE}-modelgate-triton"
 FRONTEND = f"{RELEASE}-modelgate-frontend"
@@ -208,3 +208,7 @@ def test_every_pod_runs_as_non_root(default_render, gpu_render):
             assert spec["automountServiceAccountToken"] is False
             for c in spec["containers"] + spec.get("initContainers", []):
                 assert c["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_triton_args_repeat_the_image_cmd(default_render):
+    assert set(container_flags()) <= set(container(default_render, "triton-deployment.yaml")["args"])

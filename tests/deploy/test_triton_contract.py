@@ -16,7 +16,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from launcher.triton import TritonServer
-from tests.deploy.conftest import CHART, ROOT
+from tests.deploy.conftest import CHART, container_flags
 
 pytestmark = pytest.mark.integration
 
@@ -25,14 +25,6 @@ DTYPES = {mc.TYPE_INT64: np.int64, mc.TYPE_INT32: np.int32, mc.TYPE_FP32: np.flo
 
 def read_config(path) -> mc.ModelConfig:
     return text_format.Parse(path.read_text(), mc.ModelConfig())
-
-
-def container_flags() -> list[str]:
-    """tritonserver flags of the Triton image's CMD (the ones the chart and compose.yaml repeat)."""
-    text = re.sub(r"\\\n\s*", " ", (ROOT / "docker" / "triton.Dockerfile").read_text())
-    cmd = yaml.safe_load(re.search(r"^CMD (\[.*\])$", text, re.M).group(1))
-    assert cmd[0] == "tritonserver"
-    return cmd[1:]
 
 
 @pytest.fixture(scope="module")
