@@ -1,11 +1,10 @@
-"""The tiny Stable Diffusion BLS pipeline in the real tritonserver, over gRPC (tritonclient)."""
+"""The tiny Stable Diffusion BLS pipeline in the session's real tritonserver, over gRPC (tritonclient)."""
 
 from __future__ import annotations
 
 import logging
 import queue
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -13,9 +12,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from export_scripts.__main__ import main as export_main
 from export_scripts.common import read_config
-from export_scripts.diffusion import TINY, ort_pipeline, served_models
+from export_scripts.diffusion import TINY, ort_pipeline
 from launcher.triton import TritonServer
 from triton_models.diffusion.pipeline import ImageRequest, to_uint8
 
@@ -23,21 +21,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def sd_repository(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("sd-repo")
-    assert export_main(["diffusion", f"--repository={path}", "--threads=1"]) == 0
-    return path
-
-
-@pytest.fixture(scope="module")
-def sd_triton(sd_repository):
-    with TritonServer(sd_repository, served_models()) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def client(sd_triton):
-    with grpcclient.InferenceServerClient(sd_triton.grpc_url) as c:
+def client(triton):
+    with grpcclient.InferenceServerClient(triton.grpc_url) as c:
         yield c
 
 
@@ -69,11 +54,11 @@ def test_images_have_the_asked_size(client, width, height):
     assert images.std() > 10  # a picture, not an empty or constant tensor
 
 
-def test_matches_the_onnx_runtime_pipeline(client, sd_repository):
-    settings = {k: v.string_value for k, v in read_config(sd_repository / TINY / "config.pbtxt").parameters.items()}
+def test_matches_the_onnx_runtime_pipeline(client, repository):
+    settings = {k: v.string_value for k, v in read_config(repository / TINY / "config.pbtxt").parameters.items()}
     request = ImageRequest("a red fox in snow", seed=42, negative_prompt="blurry", n=2, height=64, width=64,
                            steps=6, guidance_scale=5.0)
-    expected = to_uint8(ort_pipeline(sd_repository, TINY, settings, threads=1).generate(request))
+    expected = to_uint8(ort_pipeline(repository, TINY, settings, threads=1).generate(request))
     got = generate(client, request.prompt, request.seed, negative_prompt=request.negative_prompt, n=2,
                    height=64, width=64, steps=6, guidance_scale=5.0)
     assert got.shape == expected.shape
@@ -102,12 +87,12 @@ def cache_hits(server: TritonServer) -> float:
     return 0.0
 
 
-def test_repeated_request_is_served_from_the_cache(client, sd_triton):
-    before = cache_hits(sd_triton)
+def test_repeated_request_is_served_from_the_cache(client, triton):
+    before = cache_hits(triton)
     first = generate(client, "cached", seed=5, width=64, height=64, steps=3)
     second = generate(client, "cached", seed=5, width=64, height=64, steps=3)
     assert first.tobytes() == second.tobytes()
-    assert cache_hits(sd_triton) == before + 1
+    assert cache_hits(triton) == before + 1
 
 
 @pytest.mark.parametrize(
@@ -126,7 +111,7 @@ def test_invalid_requests(client, prompt, seed, options, message):
     assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
 
 
-def test_cancelled_request_stops_between_steps(client, sd_triton, caplog):
+def test_cancelled_request_stops_between_steps(client, triton, caplog):
     caplog.set_level(logging.INFO, logger="tritonserver")
     done: queue.Queue = queue.Queue()
     # ~45 s of work on two CPU cores if nothing stopped it.
