@@ -148,6 +148,26 @@ def test_cancelled_request_leaves_at_once_and_its_slot_serves_the_next(parts):
     assert second.finish_reason == "length"
 
 
+def test_a_sink_that_fails_drops_its_request_not_the_engine(parts):
+    engine = make_engine(parts)
+    broken = submit(engine, "Hello", max_tokens=50, **GREEDY)
+    broken.send = lambda output, final: (_ for _ in ()).throw(RuntimeError("client gone"))
+    healthy = submit(engine, "Hello", max_tokens=5, **GREEDY)
+    run(engine, [healthy])
+    assert healthy.finish_reason == "length"
+    assert engine.cache.batch == 0 and not engine.running
+
+
+def test_budget_exhausted_by_one_sequence_ends_it_with_length(parts):
+    engine = make_engine(parts, max_kv_tokens=12)
+    sink = submit(engine, "Hello there", **GREEDY)  # 2 prompt tokens
+    run(engine, [sink])
+    assert sink.finish_reason == "length"
+    # the cache fills its 12 slots with the prompt and 10 tokens; the 11th is sampled but never cached
+    assert sum(o.num_output_tokens[0] for o in sink.outputs) == 11
+    assert engine.cache.batch == 0
+
+
 def test_non_streaming_sends_one_response(parts):
     engine = make_engine(parts)
     sink = Sink()

@@ -25,6 +25,7 @@ from triton_models.llm.tokenizer import TextTokenizer
 log = logging.getLogger(__name__)
 
 PREFILL_PADDING_WASTE = 0.25  # a prefill group pads at most this share of its token slots
+PREFILL_GROUP_TOKENS = 512  # prompt tokens per prefill run: the first group's tokens go out sooner
 IDLE_WAIT_S = 0.5
 
 
@@ -123,6 +124,7 @@ class Engine:
             self._retire()
         if self.running:
             self._preempt_to_fit()
+        if self.running:
             self._decode()
             self._retire()
 
@@ -163,10 +165,19 @@ class Engine:
         if request.closed:
             return
         final = request.finished
-        if final:
-            request.closed = True
         if final or request.stream:
-            request.sink.send(request.take_output(final), final)
+            self._deliver(request, final, request.sink.send, request.take_output(final), final)
+
+    def _deliver(self, request: Request, final: bool, send, *args) -> None:
+        """Call the sink; a sink that fails (client gone, model unloading) ends the request, not the engine."""
+        request.closed = request.closed or final
+        try:
+            send(*args)
+        except Exception:  # noqa: BLE001
+            log.exception("request %d: sending a response failed; dropping the request", request.id)
+            request.closed = True
+            for seq in request.sequences:
+                seq.finish(ABORT)
 
     def _retire(self) -> None:
         """Finished sequences leave the batch and free their KV slots."""
@@ -201,12 +212,19 @@ class Engine:
             if request.closed or now - request.checked_at < self.config.cancel_check_s:
                 continue
             request.checked_at = now
-            if request.sink.is_cancelled():
+            if self._cancelled(request):
                 for seq in request.sequences:
                     seq.finish(ABORT)
-                request.closed = True
-                request.sink.send(None, True)
+                self._deliver(request, True, request.sink.send, None, True)
         self._retire()
+
+    @staticmethod
+    def _cancelled(request: Request) -> bool:
+        try:
+            return request.sink.is_cancelled()
+        except Exception:  # noqa: BLE001 - a sender that cannot answer has no one to answer to
+            log.exception("request %d: is_cancelled failed; treating it as cancelled", request.id)
+            return True
 
     def _fail_all(self, message: str, include_waiting: bool = False) -> None:
         with self._lock:
@@ -217,8 +235,7 @@ class Engine:
             for seq in request.sequences:
                 seq.finish(ABORT)
             if not request.closed:
-                request.closed = True
-                request.sink.fail(message)
+                self._deliver(request, True, request.sink.fail, message)
         self.running = []
         self.cache = BatchCache(self.decoder.empty_past(1))
 
@@ -229,9 +246,9 @@ def _length_groups(sequences: list[Sequence]) -> list[list[Sequence]]:
     for seq in sorted(sequences, key=lambda s: s.cache_tokens):
         group = groups[-1] if groups else None
         if group is not None:
-            width = seq.cache_tokens
-            used = sum(s.cache_tokens for s in group) + width
-            if width * (len(group) + 1) - used <= PREFILL_PADDING_WASTE * width * (len(group) + 1):
+            slots = seq.cache_tokens * (len(group) + 1)  # sorted: this one is the longest
+            used = sum(s.cache_tokens for s in group) + seq.cache_tokens
+            if slots <= PREFILL_GROUP_TOKENS and slots - used <= PREFILL_PADDING_WASTE * slots:
                 group.append(seq)
                 continue
         groups.append([seq])

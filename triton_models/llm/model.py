@@ -8,6 +8,7 @@ prompt over the context length, UNAVAILABLE when the waiting queue is full.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,7 @@ class TritonPythonModel:
 
     def initialize(self, args):
         self.logger = pb_utils.Logger
+        _forward_engine_logs()
         config = json.loads(args["model_config"])
         if not pb_utils.using_decoupled_model_transaction_policy(config):
             raise pb_utils.TritonModelException("this model must be decoupled: model_transaction_policy")
@@ -152,6 +154,27 @@ class TritonSink:
         if self.flags["return_logprobs"] and output.logprobs is not None:
             tensors.append(pb_utils.Tensor("logprobs", _strings([json.dumps(lp) for lp in output.logprobs])))
         return tensors
+
+
+class _TritonLogHandler(logging.Handler):
+    """The engine logs with `logging`; Triton's log gets those records through pb_utils.Logger."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = self.format(record)
+        if record.levelno >= logging.ERROR:
+            pb_utils.Logger.log_error(message)
+        elif record.levelno >= logging.WARNING:
+            pb_utils.Logger.log_warn(message)
+        else:
+            pb_utils.Logger.log_info(message)
+
+
+def _forward_engine_logs() -> None:
+    engine_log = logging.getLogger("triton_models.llm")
+    if not any(isinstance(h, _TritonLogHandler) for h in engine_log.handlers):
+        engine_log.addHandler(_TritonLogHandler())
+        engine_log.setLevel(logging.INFO)
+        engine_log.propagate = False
 
 
 def _scalar(request, name: str, default=None):
