@@ -20,7 +20,9 @@ RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir -e ".[trit
 
 # Root by default so a fresh compose volume is writable; the chart runs it as uid 1000 with fsGroup.
 # HOME=/tmp: library caches (Hugging Face, torch) stay writable under any uid.
+# trtexec's folder differs between TensorRT image releases; missing PATH entries are harmless.
 ENV MODEL_REPOSITORY=/models \
-    HOME=/tmp
+    HOME=/tmp \
+    PATH=${PATH}:/opt/tensorrt/bin:/usr/src/tensorrt/bin:/workspace/tensorrt/bin
 VOLUME ["/models"]
 ENTRYPOINT ["/opt/modelgate/docker/export.sh"]
