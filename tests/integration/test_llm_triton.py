@@ -111,6 +111,24 @@ async def test_same_seed_same_text(client):
     assert other != first
 
 
+async def test_seeded_text_does_not_depend_on_the_rest_of_the_batch(client):
+    params = dict(max_tokens=10, temperature=0.9, top_k=50, seed=77, ignore_eos=True)
+    alone = await generate(client, "Seeded", **params)
+    crowd = [infer(client, make_request(f"Other {i}", stream=True, max_tokens=12, temperature=1.0))
+             for i in range(4)]
+    together, *_ = await asyncio.gather(generate(client, "Seeded", **params), *crowd)
+    assert together == alone
+
+
+async def test_n_choices_come_as_one_array_per_output(client):
+    (result,) = await infer(client, make_request("Pick", max_tokens=5, temperature=1.0, seed=3, n=2,
+                                                 ignore_eos=True))
+    choices = result.as_numpy("text_output")
+    assert choices.shape == (2,) and choices[0] != choices[1]
+    assert result.as_numpy("finish_reason").tolist() == [b"length", b"length"]
+    assert result.as_numpy("num_output_tokens").tolist() == [5, 5]
+
+
 async def test_stop_string_is_not_emitted(client):
     full = await generate(client, "The weather today", max_tokens=12, temperature=0, ignore_eos=True)
     stop = full[len(full) // 2: len(full) // 2 + 3]
