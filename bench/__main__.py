@@ -1,0 +1,55 @@
+"""`python -m bench [name ...]`: run benchmarks and write each table into docs/benchmarks.md.
+
+Each table goes between `<!-- BEGIN name -->` and `<!-- END name -->` markers, with the date and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import logging
+import os
+import platform
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "benchmarks.md"
+# name -> module with run(repository, threads) -> markdown
+BENCHMARKS = {
+    "embeddings": "bench.embeddings",
+}
+
+
+def write_section(name: str, body: str, path: Path = DOCS) -> None:
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    stamp = (f"_Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} cores, "
+             f"with `make bench` (`python -m bench {name}`)._")
+    block = f"<!-- BEGIN {name} -->\n{stamp}\n\n{body}\n<!-- END {name} -->"
+    pattern = re.compile(rf"<!-- BEGIN {name} -->.*?<!-- END {name} -->", re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else f"{text.rstrip()}\n\n## {name}\n\n{block}\n"
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("names", nargs="*", help=f"some of {', '.join(BENCHMARKS)} (default: all)")
+    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = parser.parse_args(argv)
+    unknown = set(args.names) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmarks: {', '.join(sorted(unknown))}")
+    for name in args.names or list(BENCHMARKS):
+        body = importlib.import_module(BENCHMARKS[name]).run(args.repository, threads=args.threads)
+        print(f"## {name}\n\n{body}\n", flush=True)
+        if not args.no_write:
+            write_section(name, body)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
