@@ -1,6 +1,6 @@
 """Run the tritonserver binary bundled in the nvidia-pytriton wheel, on CPU, without a container.
 
-Used by `make serve` and by the integration-test fixtures. What it takes (see docs/triton-local.md):
+Used by `make serve` and by the integration-test fixtures. What it takes (see the README):
 a backend directory holding the wheel's Python backend plus our Python-based backends, the wheel's
 shared libraries on LD_LIBRARY_PATH, and MODELGATE_PYTHONPATH naming our code and the venv's
 site-packages for the model.py shims (the stub's interpreter ignores PYTHONPATH).
