@@ -1,0 +1,48 @@
+"""The exported SmolLM2 folder served by the real tritonserver: chat template from the config, EOS, streaming."""
+
+from __future__ import annotations
+
+import jinja2
+import pytest
+from tokenizers import Tokenizer
+from tritonclient.grpc.aio import InferenceServerClient
+
+from tests.integration.test_llm_triton import infer, make_request, texts
+
+pytestmark = pytest.mark.integration
+
+MODEL = "smollm2-135m-instruct"
+
+
+@pytest.fixture
+async def client(triton):  # the session's tritonserver with every exported model
+    client = InferenceServerClient(triton.grpc_url)
+    yield client
+    await client.close()
+
+
+async def chat_prompt(client, question: str) -> str:
+    """Render the prompt as the frontend does: the model's own template from its config parameters."""
+    config = (await client.get_model_config(MODEL, as_json=True))["config"]
+    params = {k: v["string_value"] for k, v in config["parameters"].items()}
+    template = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(params["chat_template"])
+    return template.render(messages=[{"role": "user", "content": question}], add_generation_prompt=True,
+                           bos_token=params["bos_token"], eos_token=params["eos_token"])
+
+
+async def test_answers_and_stops_at_end_of_sequence(client, repository):
+    prompt = await chat_prompt(client, "What is 2+2?")
+    (result,) = await infer(client, make_request(prompt, MODEL, max_tokens=64, temperature=0))
+    text = result.as_numpy("text_output")[0].decode()
+    assert "4" in text and "<|im_end|>" not in text
+    assert result.as_numpy("finish_reason")[0] == b"stop"
+    assert 0 < result.as_numpy("num_output_tokens")[0] < 64
+    tokenizer = Tokenizer.from_file(str(repository / MODEL / "1" / "tokenizer.json"))
+    assert result.as_numpy("num_input_tokens")[0] == len(tokenizer.encode(prompt, add_special_tokens=False).ids)
+
+
+async def test_streamed_deltas_add_up_to_the_whole_answer(client):
+    prompt = await chat_prompt(client, "Write a haiku about the sea.")
+    whole = texts(await infer(client, make_request(prompt, MODEL, max_tokens=40, temperature=0)))
+    streamed = await infer(client, make_request(prompt, MODEL, stream=True, max_tokens=40, temperature=0))
+    assert texts(streamed) == whole and len(streamed) > 1
