@@ -110,7 +110,7 @@ def test_kv_budget_preempts_and_recomputes_without_changing_the_text(parts):
 
 
 def test_end_of_sequence_stops_without_emitting_it(parts):
-    decoder, tokenizer = parts
+    _decoder, tokenizer = parts
     free = alone(parts, "Hello there", max_tokens=6, **GREEDY)
     engine = make_engine(parts)
     tokens = tokenizer.encode(free.text)
@@ -122,9 +122,12 @@ def test_end_of_sequence_stops_without_emitting_it(parts):
 
 
 def test_n_sequences_with_a_seed_are_distinct_and_reproducible(parts):
-    params = dict(max_tokens=8, temperature=1.0, seed=5, n=2, ignore_eos=True)
+    params = {"max_tokens": 8, "temperature": 1.0, "seed": 5, "n": 2, "ignore_eos": True}
     first, second = alone(parts, "Tell me", **params), alone(parts, "Tell me", **params)
-    texts = lambda s: ["".join(o.texts[i] for o in s.outputs) for i in range(2)]  # noqa: E731
+
+    def texts(sink):
+        return ["".join(o.texts[i] for o in sink.outputs) for i in range(2)]
+
     assert texts(first) == texts(second)
     assert texts(first)[0] != texts(first)[1]
     assert first.outputs[-1].finish_reasons == ["length", "length"]

@@ -1,4 +1,4 @@
-"""The exported SmolLM2 folder served by the real tritonserver: chat template from the config, EOS, streaming."""
+"""The exported SmolLM2 folder on the real tritonserver: chat template from the config, EOS, streaming."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ async def test_answers_and_stops_at_end_of_sequence(client, repository):
     assert result.as_numpy("finish_reason")[0] == b"stop"
     assert 0 < result.as_numpy("num_output_tokens")[0] < 64
     tokenizer = Tokenizer.from_file(str(repository / MODEL / "1" / "tokenizer.json"))
-    assert result.as_numpy("num_input_tokens")[0] == len(tokenizer.encode(prompt, add_special_tokens=False).ids)
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False).ids
+    assert result.as_numpy("num_input_tokens")[0] == len(prompt_ids)
 
 
 async def test_streamed_deltas_add_up_to_the_whole_answer(client):

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from tritonclient.grpc import InferInput, InferenceServerException
+from tritonclient.grpc import InferenceServerException, InferInput
 from tritonclient.grpc.aio import InferenceServerClient
 
 from launcher.triton import TritonServer
@@ -103,7 +103,7 @@ async def test_prompt_is_prepended_unless_excluded(client):
 
 
 async def test_same_seed_same_text(client):
-    params = dict(max_tokens=12, temperature=1.0, top_p=0.9, seed=1234, ignore_eos=True)
+    params = {"max_tokens": 12, "temperature": 1.0, "top_p": 0.9, "seed": 1234, "ignore_eos": True}
     first = await generate(client, "Once upon a time", **params)
     second = await generate(client, "Once upon a time", **params)
     other = await generate(client, "Once upon a time", **{**params, "seed": 99})
@@ -112,7 +112,7 @@ async def test_same_seed_same_text(client):
 
 
 async def test_seeded_text_does_not_depend_on_the_rest_of_the_batch(client):
-    params = dict(max_tokens=10, temperature=0.9, top_k=50, seed=77, ignore_eos=True)
+    params = {"max_tokens": 10, "temperature": 0.9, "top_k": 50, "seed": 77, "ignore_eos": True}
     alone = await generate(client, "Seeded", **params)
     crowd = [infer(client, make_request(f"Other {i}", stream=True, max_tokens=12, temperature=1.0))
              for i in range(4)]
@@ -153,7 +153,8 @@ async def test_concurrent_streams_get_what_they_get_alone(client):
     prompts = [f"Question {i}: " + "why " * i for i in range(8)]
     alone = [await generate(client, p, max_tokens=10, temperature=0, ignore_eos=True) for p in prompts]
     together = await asyncio.gather(*(
-        infer(client, make_request(p, stream=True, max_tokens=10, temperature=0, ignore_eos=True)) for p in prompts
+        infer(client, make_request(p, stream=True, max_tokens=10, temperature=0, ignore_eos=True))
+        for p in prompts
     ))
     assert [texts(r) for r in together] == alone
 
@@ -181,7 +182,8 @@ async def test_cancelled_stream_frees_its_slot(client):
             break
     endless.cancel()
     # The small model runs one sequence at a time: this completes only if the endless one left the batch.
-    text = await asyncio.wait_for(generate(client, "Next", model=SMALL, max_tokens=4, temperature=0), timeout=60)
+    nxt = generate(client, "Next", model=SMALL, max_tokens=4, temperature=0)
+    text = await asyncio.wait_for(nxt, timeout=60)
     assert text
 
 
@@ -189,7 +191,8 @@ async def test_full_queue_is_overloaded_not_a_hang(client):
     running = client.stream_infer(one(make_request("Go on", SMALL, stream=True, max_tokens=ENDLESS,
                                                    ignore_eos=True)))
     await anext(running)  # admitted: holds the only slot
-    waiting = client.stream_infer(one(make_request("Wait", SMALL, stream=True, max_tokens=4, ignore_eos=True)))
+    waiting = client.stream_infer(one(make_request("Wait", SMALL, stream=True, max_tokens=4,
+                                                   ignore_eos=True)))
     waiting_task = asyncio.ensure_future(anext(waiting))
     await asyncio.sleep(1.0)  # let it reach the queue
     try:

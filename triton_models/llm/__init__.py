@@ -3,6 +3,7 @@
 Modules, one idea each: `params` (sampling parameters as vLLM's SamplingParams keys), `sampler` (per-sequence
 logits processing and sampling), `stops` (stop strings across token boundaries), `detok` (incremental
 detokenizer), `tokenizer` (the `tokenizers` wrapper and special tokens), `decoder` (the ONNX Runtime session),
-`kv_cache` (the running batch's KV arrays), `scheduler` (admission and bounds), `engine` (the step loop thread)
+`kv_cache` (the running batch's KV arrays), `scheduler` (admission and bounds), `sequence` (requests and
+their outputs), `engine` (the step loop thread)
 and `model` (the TritonPythonModel glue, the only module importing `triton_python_backend_utils`).
 """

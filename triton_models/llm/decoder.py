@@ -42,7 +42,8 @@ class OnnxDecoder:
             raise ValueError(f"{path}: expected past_key_values.{{i}}.key/value inputs, got {sorted(inputs)}")
         first = inputs["past_key_values.0.key"]
         heads, head_dim = first.shape[1], first.shape[3]
-        if not isinstance(heads, int) or not isinstance(head_dim, int):
+        fixed = isinstance(heads, int) and isinstance(head_dim, int)  # symbolic dims come back as strings
+        if not fixed:
             raise ValueError(f"{path}: KV heads and head size must be fixed, got {first.shape}")
         self.shape = DecoderShape(layers, heads, head_dim, _TYPES.get(first.type, np.float32))
         self.past_names = [f"past_key_values.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
@@ -55,7 +56,11 @@ class OnnxDecoder:
         return [np.zeros((batch, s.num_kv_heads, 0, s.head_dim), s.dtype)] * (2 * s.num_layers)
 
     def run(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray, past: list[np.ndarray]
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        position_ids: np.ndarray,
+        past: list[np.ndarray],
     ) -> tuple[np.ndarray, list[np.ndarray]]:
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.has_position_ids:

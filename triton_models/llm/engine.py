@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,7 +32,7 @@ IDLE_WAIT_S = 0.5
 @dataclass(frozen=True)
 class EngineConfig:
     context_length: int
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=Limits)
     cancel_check_s: float = 0.0  # minimum time between is_cancelled() calls per request (0: every step)
 
 
@@ -72,12 +72,13 @@ class Engine:
         context = self.config.context_length
         if prompt_tokens == 0:
             raise InvalidRequest("the prompt is empty")
-        requested = params.max_tokens if params.max_tokens is not None else 0
-        if prompt_tokens + max(requested, 1) > context:
+        requested = params.max_tokens or 1  # at least one token must fit after the prompt
+        if prompt_tokens + requested > context:
+            asked = f", {params.max_tokens} for the completion" if params.max_tokens else ""
             raise InvalidRequest(
                 f"context_length_exceeded: this model's maximum context length is {context} tokens, "
-                f"but {prompt_tokens + requested} were requested ({prompt_tokens} in the prompt, "
-                f"{requested} for the completion)"
+                f"but {prompt_tokens + (params.max_tokens or 0)} were requested "
+                f"({prompt_tokens} in the prompt{asked})"
             )
         if not self.scheduler.fits_alone(prompt_tokens):
             raise InvalidRequest(
@@ -86,7 +87,7 @@ class Engine:
             )
         return params.max_tokens or context - prompt_tokens
 
-    def start(self) -> "Engine":
+    def start(self) -> Engine:
         self._thread = threading.Thread(target=self._loop, name="llm-engine", daemon=True)
         self._thread.start()
         return self
@@ -109,7 +110,7 @@ class Engine:
                     break
             try:
                 self.step()
-            except Exception as exc:  # noqa: BLE001 - one bad step fails its requests, not the model
+            except Exception as exc:  # one bad step fails the running requests, not the model
                 log.exception("engine step failed")
                 self._fail_all(f"generation failed: {exc}")
         self._fail_all("the model is shutting down", include_waiting=True)
@@ -169,11 +170,11 @@ class Engine:
             self._deliver(request, final, request.sink.send, request.take_output(final), final)
 
     def _deliver(self, request: Request, final: bool, send, *args) -> None:
-        """Call the sink; a sink that fails (client gone, model unloading) ends the request, not the engine."""
+        """Call the sink; a failing sink (client gone, model unloading) ends its request, not the engine."""
         request.closed = request.closed or final
         try:
             send(*args)
-        except Exception:  # noqa: BLE001
+        except Exception:  # the sender is gone (client left, model unloading)
             log.exception("request %d: sending a response failed; dropping the request", request.id)
             request.closed = True
             for seq in request.sequences:
@@ -222,7 +223,7 @@ class Engine:
     def _cancelled(request: Request) -> bool:
         try:
             return request.sink.is_cancelled()
-        except Exception:  # noqa: BLE001 - a sender that cannot answer has no one to answer to
+        except Exception:  # a sender that cannot answer has no one to answer to
             log.exception("request %d: is_cancelled failed; treating it as cancelled", request.id)
             return True
 

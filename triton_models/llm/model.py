@@ -83,7 +83,8 @@ class TritonPythonModel:
         decoder = OnnxDecoder(model_file, threads)
         self.engine = Engine(decoder, tokenizer, EngineConfig(context_length, limits)).start()
         self.logger.log_info(
-            f"{args['model_name']}: {model_file.name}, {decoder.shape.num_layers} layers, context {context_length}, "
+            f"{args['model_name']}: {model_file.name}, {decoder.shape.num_layers} layers, "
+            f"context {context_length}, "
             f"{limits}, {threads or 'default'} threads"
         )
 
@@ -99,7 +100,7 @@ class TritonPythonModel:
             except Exception as exc:  # noqa: BLE001 - never raise out of execute
                 self.logger.log_error(f"request failed: {exc!r}")
                 _send_error(sender, f"request failed: {exc}", pb_utils.TritonError.INTERNAL)
-        return None
+        # decoupled: nothing to return, the engine thread answers through each request's sender
 
     def _submit(self, request, sender) -> None:
         prompt = _scalar(request, "text_input")
@@ -148,9 +149,11 @@ class TritonSink:
         if self.flags["return_finish_reason"] and output.finish_reasons is not None:
             tensors.append(pb_utils.Tensor("finish_reason", _strings(output.finish_reasons)))
         if self.flags["return_num_input_tokens"]:
-            tensors.append(pb_utils.Tensor("num_input_tokens", np.array([output.num_input_tokens], np.uint32)))
+            count = np.array([output.num_input_tokens], np.uint32)
+            tensors.append(pb_utils.Tensor("num_input_tokens", count))
         if self.flags["return_num_output_tokens"]:
-            tensors.append(pb_utils.Tensor("num_output_tokens", np.array(output.num_output_tokens, np.uint32)))
+            counts = np.array(output.num_output_tokens, np.uint32)
+            tensors.append(pb_utils.Tensor("num_output_tokens", counts))
         if self.flags["return_logprobs"] and output.logprobs is not None:
             tensors.append(pb_utils.Tensor("logprobs", _strings([json.dumps(lp) for lp in output.logprobs])))
         return tensors

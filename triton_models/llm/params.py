@@ -35,7 +35,7 @@ class SamplingParams:
         return self.temperature == 0.0 or self.top_k == 1
 
     @classmethod
-    def from_json(cls, text: str | bytes | None) -> "SamplingParams":
+    def from_json(cls, text: str | bytes | None) -> SamplingParams:
         if not text:
             return cls()
         try:
@@ -47,7 +47,7 @@ class SamplingParams:
         return cls.from_dict(data)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SamplingParams":
+    def from_dict(cls, data: dict) -> SamplingParams:
         unknown = sorted(set(data) - _PARSERS.keys())
         if unknown:
             raise InvalidRequest(f"unsupported sampling parameter {unknown[0]!r}")
@@ -65,7 +65,7 @@ class SamplingParams:
 def _number(low: float, high: float):
     def parse(value) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"expected a number, got {value!r}")
+            raise TypeError(f"expected a number, got {value!r}")
         if not low <= value <= high:
             raise ValueError(f"{value} is outside [{low}, {high}]")
         return float(value)
@@ -74,8 +74,9 @@ def _number(low: float, high: float):
 
 def _integer(low: int, high: int | None = None):
     def parse(value) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
-            raise ValueError(f"expected an integer, got {value!r}")
+        whole_float = isinstance(value, float) and value.is_integer()
+        if isinstance(value, bool) or not isinstance(value, int) and not whole_float:
+            raise TypeError(f"expected an integer, got {value!r}")
         value = int(value)
         if value < low or high is not None and value > high:
             raise ValueError(f"{value} is outside [{low}, {high if high is not None else 'inf'}]")
@@ -102,19 +103,19 @@ def _seed(value) -> int:
 def _stop(value) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
-        raise ValueError("expected a string or a list of strings")
+        raise TypeError("expected a string or a list of strings")
     return tuple(s for s in items if s)
 
 
 def _token_ids(value) -> tuple[int, ...]:
     if not isinstance(value, list):
-        raise ValueError("expected a list of token ids")
+        raise TypeError("expected a list of token ids")
     return tuple(_integer(0)(v) for v in value)
 
 
 def _bool(value) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
+        raise TypeError(f"expected true or false, got {value!r}")
     return value
 
 

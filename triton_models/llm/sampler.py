@@ -12,7 +12,7 @@ import numpy as np
 
 from triton_models.llm.params import SamplingParams
 
-# top-p looks at this many best tokens first and sorts the whole vocabulary only when they hold too little mass
+# top-p looks at this many best tokens first; it sorts the whole vocabulary only if they hold too little mass
 TOP_P_CANDIDATES = 1024
 
 

@@ -23,7 +23,8 @@ class RequestOutput:
     num_output_tokens: list[int]
     num_input_tokens: int
     finish_reasons: list[str] | None = None  # on the final response only
-    logprobs: list[list[dict]] | None = None  # per sequence, per token: {token_id: {logprob, rank, decoded_token}}
+    # per sequence, per token: {token_id: {logprob, rank, decoded_token}}
+    logprobs: list[list[dict]] | None = None
 
 
 class ResponseSink(Protocol):
@@ -53,7 +54,7 @@ class Request:
     want_logprobs: bool = False
     id: int = field(default_factory=lambda: next(_ids))
     created: float = field(default_factory=time.monotonic)
-    sequences: list["Sequence"] = field(default_factory=list)
+    sequences: list[Sequence] = field(default_factory=list)
     responses: int = 0
     closed: bool = False  # the final flag (or an error) went out
     checked_at: float = 0.0  # last is_cancelled() call
@@ -96,7 +97,8 @@ class Sequence:
         self._tokenizer = tokenizer
         self._detok = tokenizer.detokenizer()
         self._stops = StopMatcher(params.stop)
-        self._stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else tokenizer.eos_ids)
+        eos = frozenset() if params.ignore_eos else tokenizer.eos_ids
+        self._stop_ids = frozenset(params.stop_token_ids) | eos
         self._text: list[str] = []
         self._count = 0
         self._logprobs: list[dict] = []
@@ -146,7 +148,9 @@ class Sequence:
         entry = {str(tid): {"logprob": lp, "rank": rank + 1, "decoded_token": self._tokenizer.token_text(tid)}
                  for rank, (tid, lp) in enumerate(info.top)}
         entry[str(info.token_id)] = {
-            "logprob": info.logprob, "rank": info.rank, "decoded_token": self._tokenizer.token_text(info.token_id)
+            "logprob": info.logprob,
+            "rank": info.rank,
+            "decoded_token": self._tokenizer.token_text(info.token_id),
         }
         return entry
 

@@ -16,7 +16,8 @@ class TextTokenizer:
     def __init__(self, model_dir: Path, eos_token: str | None = None, bos_token: str | None = None):
         model_dir = Path(model_dir)
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        self.bos_token = bos_token or _token_text(_read_json(model_dir / "tokenizer_config.json").get("bos_token"))
+        config = _read_json(model_dir / "tokenizer_config.json")
+        self.bos_token = bos_token or _token_text(config.get("bos_token"))
         self.eos_ids = frozenset(self._eos_ids(model_dir, eos_token))
 
     def _eos_ids(self, model_dir: Path, eos_token: str | None) -> set[int]:
@@ -26,7 +27,8 @@ class TextTokenizer:
             if value is not None:
                 ids.update(value if isinstance(value, list) else [value])
                 break
-        for token in (eos_token, _token_text(_read_json(model_dir / "tokenizer_config.json").get("eos_token"))):
+        config_eos = _token_text(_read_json(model_dir / "tokenizer_config.json").get("eos_token"))
+        for token in (eos_token, config_eos):
             if token and self.tokenizer.token_to_id(token) is not None:
                 ids.add(self.tokenizer.token_to_id(token))
         return ids
