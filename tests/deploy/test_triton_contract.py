@@ -5,14 +5,13 @@ metric families the prometheus-adapter rules (and so the Triton HPA) read."""
 from __future__ import annotations
 
 import re
-import shutil
 
 import httpx
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
 import yaml
-from google.protobuf import text_format
+from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from launcher.triton import TritonServer
@@ -20,44 +19,52 @@ from tests.deploy.conftest import CHART, container_flags
 
 pytestmark = pytest.mark.integration
 
-DTYPES = {mc.TYPE_INT64: np.int64, mc.TYPE_INT32: np.int32, mc.TYPE_FP32: np.float32}
 
+def tiny_onnx(path) -> None:
+    """y = x + 1 over a dynamic batch: enough for Triton to load, batch, count and time requests."""
+    import onnx
+    from onnx import TensorProto, helper
 
-def read_config(path) -> mc.ModelConfig:
-    return text_format.Parse(path.read_text(), mc.ModelConfig())
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "one"], ["y"])], "plus_one",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # readable by every ONNX Runtime Triton ships
+    path.parent.mkdir(parents=True)
+    onnx.save(model, str(path))
 
 
 @pytest.fixture(scope="module")
-def onnx_model(repository, tmp_path_factory):
-    """A one-model repository (copy of an exported ONNX model's config, its version folder linked), with a
-    `gpu` variant for a second copy of the same model."""
-    source = next(p.parent for p in sorted(repository.glob("*/config.pbtxt"))
-                  if read_config(p).backend == "onnxruntime"
-                  and all(t.data_type in DTYPES for t in read_config(p).input))
+def onnx_model(tmp_path_factory):
+    """A repository of two copies of one ONNX model; `variant` also has a `gpu` config variant."""
     repo = tmp_path_factory.mktemp("repository")
+    config = json_format.ParseDict({
+        "backend": "onnxruntime", "max_batch_size": 8, "dynamic_batching": {},
+        "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [4]}],
+        "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [4]}],
+    }, mc.ModelConfig())
     for name in ("plain", "variant"):
-        model = repo / name
-        model.mkdir()
-        config = read_config(source / "config.pbtxt")
         config.name = name
-        (model / "config.pbtxt").write_text(text_format.MessageToString(config))
-        (model / "1").symlink_to(source / "1", target_is_directory=True)
-    variant = read_config(repo / "variant" / "config.pbtxt")
-    variant.parameters["modelgate_variant"].string_value = "gpu"
+        (repo / name).mkdir()
+        (repo / name / "config.pbtxt").write_text(text_format.MessageToString(config))
+        tiny_onnx(repo / name / "1" / "model.onnx")
+    config.parameters["modelgate_variant"].string_value = "gpu"
     (repo / "variant" / "configs").mkdir()
-    (repo / "variant" / "configs" / "gpu.pbtxt").write_text(text_format.MessageToString(variant))
-    return repo, read_config(source / "config.pbtxt")
+    (repo / "variant" / "configs" / "gpu.pbtxt").write_text(text_format.MessageToString(config))
+    return repo
 
 
 @pytest.fixture(scope="module")
 def server(onnx_model):
-    repo, _ = onnx_model
+    repo = onnx_model
     flags = [f for f in container_flags() if not f.startswith(("--model-repository", "--cache-config"))]
     cache = next(f for f in container_flags() if f.startswith("--cache-config=local,size="))
     with TritonServer(repo, [], cache_bytes=int(cache.rsplit("=", 1)[1]),
                       extra_args=[*flags, "--model-config-name=gpu"]) as triton:
         yield triton
-    shutil.rmtree(repo, ignore_errors=True)
 
 
 def probe_paths() -> set[str]:
@@ -79,17 +86,13 @@ def test_load_model_star_loads_the_repository_and_gpu_variant_falls_back(server)
     assert client.get_model_config("variant")["parameters"]["modelgate_variant"]["string_value"] == "gpu"
 
 
-def test_hpa_metric_families_exist(server, onnx_model):
-    _, config = onnx_model
+def test_hpa_metric_families_exist(server):
     client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
-    inputs = []
-    for tensor in config.input:
-        shape = ([1] if config.max_batch_size else []) + [d if d > 0 else 8 for d in tensor.dims]
-        array = np.ones(shape, dtype=DTYPES[tensor.data_type])
-        inputs.append(httpclient.InferInput(tensor.name, shape, httpclient.np_to_triton_dtype(array.dtype)))
-        inputs[-1].set_data_from_numpy(array)
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    inputs = [httpclient.InferInput("x", list(x.shape), "FP32")]
+    inputs[0].set_data_from_numpy(x)
     for _ in range(2):
-        client.infer("plain", inputs)
+        np.testing.assert_array_equal(client.infer("plain", inputs).as_numpy("y"), x + 1)
     metrics = httpx.get(f"http://127.0.0.1:{server.metrics_port}/metrics").text
     families = set(re.findall(r"^(nv_\w+)\{[^}]*model=\"plain\"", metrics, re.M))
     adapter = yaml.safe_load((CHART / "prometheus-adapter-values.yaml").read_text())
