@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import ast
 import re
+import shutil
 import subprocess
 import sys
+import zipfile
 from importlib import metadata
+from pathlib import Path
+
+import pytest
 
 from packaging.requirements import Requirement
 
@@ -114,3 +119,36 @@ def test_export_scripts_import_only_what_the_export_image_installs():
     installed = [*base_dependencies(), *extras["triton"], *extras["export"]]
     no_deps = no_deps_installs((ROOT / "docker" / "export.Dockerfile").read_text())
     assert missing("export_scripts", installed, {"triton_models"}, no_deps) == {}
+
+
+def copied_files(dockerfile: str, stage: int = -1) -> list[str]:
+    """Repository paths an image's build stage COPYs from the context (not --from=...)."""
+    text = re.sub(r"\\\n\s*", " ", (ROOT / "docker" / dockerfile).read_text())
+    stages = re.split(r"^FROM ", text, flags=re.M)[1:]
+    sources = []
+    for line in stages[stage].splitlines():
+        if line.startswith("COPY ") and "--from=" not in line:
+            sources += line.split()[1:-1]
+    return sources
+
+
+@pytest.mark.parametrize(("dockerfile", "stage", "package"),
+                         [("triton.Dockerfile", -1, "triton_models"), ("frontend.Dockerfile", 0, "frontend")])
+def test_the_copied_files_build_the_package(dockerfile, stage, package, tmp_path):
+    """`pip install .` in the image sees only what the image COPYs: the package must build from that alone
+    and the wheel must hold every subpackage (a folder without __init__.py would be left out)."""
+    for source in copied_files(dockerfile, stage):
+        target = tmp_path / source
+        if (ROOT / source).is_dir():
+            shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / source, target)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", tmp_path / "dist", tmp_path], check=True, capture_output=True)
+    [wheel] = (tmp_path / "dist").glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        packaged = {Path(name).parent.as_posix() for name in archive.namelist() if name.endswith(".py")}
+    expected = {p.parent.relative_to(ROOT).as_posix() for p in (ROOT / package).rglob("__init__.py")}
+    assert expected and expected <= packaged
+    assert {p.split("/")[0] for p in packaged} == {package}
