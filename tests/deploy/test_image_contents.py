@@ -149,6 +149,7 @@ def test_the_copied_files_build_the_package(dockerfile, stage, package, tmp_path
     [wheel] = (tmp_path / "dist").glob("*.whl")
     with zipfile.ZipFile(wheel) as archive:
         packaged = {Path(name).parent.as_posix() for name in archive.namelist() if name.endswith(".py")}
-    expected = {p.parent.relative_to(ROOT).as_posix() for p in (ROOT / package).rglob("__init__.py")}
+    expected = {p.parent.relative_to(ROOT).as_posix() for p in (ROOT / package).rglob("*.py")
+                if "__pycache__" not in p.parts}
     assert expected and expected <= packaged
     assert {p.split("/")[0] for p in packaged} == {package}
