@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from triton_models.llm.params import SamplingParams
-from triton_models.llm.sampler import TOP_P_CANDIDATES, Sampler
+from triton_models.llm.sampler import BLOCK, Sampler, _index_at_fraction
 
 
 def draws(params: SamplingParams, logits: np.ndarray, count: int = 400) -> list[int]:
@@ -36,17 +36,29 @@ def test_top_p_keeps_the_smallest_nucleus(top_p, allowed):
     assert set(draws(SamplingParams(top_p=top_p), logits, 1000)) == allowed
 
 
-def test_top_p_over_a_large_flat_vocabulary_looks_past_the_candidates():
-    vocab = 4 * TOP_P_CANDIDATES
-    seen = set(draws(SamplingParams(top_p=0.9, seed=0), np.zeros(vocab, np.float32), 6000))
-    assert len(seen) > TOP_P_CANDIDATES
+def test_top_p_over_a_large_flat_vocabulary_keeps_most_of_it():
+    vocab = 4 * BLOCK + 100
+    seen = set(draws(SamplingParams(top_p=0.5, seed=0), np.zeros(vocab, np.float32), 6000))
+    assert len(seen) > BLOCK and max(seen) >= 3 * BLOCK  # drawn from every block, not only the first
 
 
 def test_top_p_over_a_large_peaked_vocabulary_stays_exact():
-    logits = np.full(4 * TOP_P_CANDIDATES, -20.0, np.float32)
+    logits = np.full(4 * BLOCK, -20.0, np.float32)
     logits[[5, 4000]] = [1.0, 0.0]  # 73% and 27% of the mass
     assert set(draws(SamplingParams(top_p=0.5), logits, 200)) == {5}
     assert set(draws(SamplingParams(top_p=0.99), logits, 400)) == {5, 4000}
+    assert set(draws(SamplingParams(top_k=2), logits, 400)) == {5, 4000}
+
+
+def test_inverse_cdf_over_blocks():
+    values = np.zeros(3 * BLOCK + 7, np.float32)
+    values[[2, BLOCK + 1, 3 * BLOCK + 6]] = [1.0, 2.0, 1.0]  # cumulative 1, 3, 4 of 4
+    assert _index_at_fraction(values, 0.0, strict=True) == 2
+    assert _index_at_fraction(values, 0.25, strict=True) == BLOCK + 1  # exactly 1/4: the next token
+    assert _index_at_fraction(values, 0.25, strict=False) == 2  # reaches 1/4
+    assert _index_at_fraction(values, 0.8, strict=True) == 3 * BLOCK + 6
+    assert _index_at_fraction(values, 0.9999999, strict=True) == 3 * BLOCK + 6
+    assert _index_at_fraction(values, 1.0, strict=True) == 3 * BLOCK + 6  # rounding past the end
 
 
 def test_sampling_follows_the_distribution_and_temperature():

@@ -2,6 +2,8 @@
 
 Each sequence owns its `numpy.random.Generator`, so a seeded request draws the same numbers whatever else is
 in the batch. Logprobs are the model's raw distribution (before penalties and temperature), as vLLM reports.
+Nothing here argsorts the vocabulary: one SIMD `np.sort` finds the top-k / top-p cut-off value, and a blocked
+cumulative sum finds the sampled index, which keeps a 49k-token vocabulary well under a millisecond per row.
 """
 
 from __future__ import annotations
@@ -12,8 +14,7 @@ import numpy as np
 
 from triton_models.llm.params import SamplingParams
 
-# top-p looks at this many best tokens first; it sorts the whole vocabulary only if they hold too little mass
-TOP_P_CANDIDATES = 1024
+BLOCK = 1024  # cumulative sums run over block totals first, then inside one block
 
 
 @dataclass(frozen=True)
@@ -41,17 +42,10 @@ class Sampler:
     def sample(self, logits: np.ndarray) -> tuple[int, TokenLogprobs | None]:
         """Next token for a 1-D float32 logits row; the row may be modified in place."""
         p = self.params
-        raw_lse = None
-        if p.logprobs is not None:
-            raw_lse = _logsumexp(logits)
-            raw = logits.copy()
+        info = _logprobs(logits, p.logprobs) if p.logprobs is not None else None
         self._penalise(logits)
-        if p.greedy:
-            token = int(np.argmax(logits))
-        else:
-            token = self._draw(logits)
-        info = _logprobs(raw, raw_lse, token, p.logprobs) if raw_lse is not None else None
-        return token, info
+        token = int(np.argmax(logits)) if p.greedy else self._draw(logits)
+        return token, info.for_token(token) if info is not None else None
 
     def _penalise(self, logits: np.ndarray) -> None:
         p = self.params
@@ -63,44 +57,56 @@ class Sampler:
 
     def _draw(self, logits: np.ndarray) -> int:
         p = self.params
-        scaled = logits / np.float32(p.temperature)
-        vocab = scaled.shape[0]
-        if 0 < p.top_k < vocab:
-            ids = np.argpartition(scaled, vocab - p.top_k)[vocab - p.top_k:]
-        elif p.top_p < 1.0 and vocab > TOP_P_CANDIDATES:
-            ids = np.argpartition(scaled, vocab - TOP_P_CANDIDATES)[vocab - TOP_P_CANDIDATES:]
-            lse = _logsumexp(scaled)
-            if np.exp(scaled[ids] - lse).sum() < p.top_p:  # nucleus reaches beyond the candidates
-                ids = np.arange(vocab)
-        else:
-            ids = np.arange(vocab)
-        values = scaled[ids]
-        probs = np.exp(values - values.max())
-        if p.top_p < 1.0:
-            order = np.argsort(-probs, kind="stable")
-            ids, probs = ids[order], probs[order]
-            cumulative = np.cumsum(probs) / probs.sum()
-            keep = int(np.searchsorted(cumulative, p.top_p)) + 1  # smallest prefix holding top_p of the mass
-            ids, probs = ids[:keep], probs[:keep]
-        elif len(ids) < vocab:
-            order = np.argsort(ids, kind="stable")  # a fixed order, so a seed gives the same token every time
-            ids, probs = ids[order], probs[order]
-        cumulative = np.cumsum(probs, dtype=np.float64)
-        choice = int(np.searchsorted(cumulative, self.rng.random() * cumulative[-1], side="right"))
-        return int(ids[min(choice, len(ids) - 1)])
+        scaled = logits if p.temperature == 1.0 else logits / np.float32(p.temperature)
+        probs = np.exp(scaled - scaled.max())  # unnormalised
+        vocab = probs.shape[0]
+        if 0 < p.top_k < vocab or p.top_p < 1.0:
+            descending = np.sort(probs)[::-1]
+            keep = p.top_k if 0 < p.top_k < vocab else vocab
+            if p.top_p < 1.0:  # the smallest head of the top-k holding top_p of its mass
+                keep = 1 + _index_at_fraction(descending[:keep], p.top_p, strict=False)
+            if keep < vocab:
+                probs = np.where(probs >= descending[keep - 1], probs, np.float32(0.0))  # ties at the cut stay
+        return _index_at_fraction(probs, self.rng.random(), strict=True)
 
 
-def _logsumexp(row: np.ndarray) -> float:
-    top = float(row.max())
-    return top + float(np.log(np.exp(row - top, dtype=np.float32).sum(dtype=np.float64)))
+def _index_at_fraction(values: np.ndarray, fraction: float, strict: bool) -> int:
+    """Smallest i whose cumulative sum exceeds (strict) or reaches `fraction` of the total: an inverse CDF."""
+    starts = np.arange(0, values.shape[0], BLOCK)
+    block_cum = np.cumsum(np.add.reduceat(values, starts), dtype=np.float64)
+    target = fraction * block_cum[-1]
+    side = "right" if strict else "left"
+    block = min(int(np.searchsorted(block_cum, target, side=side)), len(starts) - 1)
+    before = block_cum[block - 1] if block else 0.0
+    inner = np.cumsum(values[starts[block]: starts[block] + BLOCK], dtype=np.float64) + before
+    index = starts[block] + min(int(np.searchsorted(inner, target, side=side)), len(inner) - 1)
+    if strict and values[index] == 0:  # rounding put the draw past the last kept token: take that token
+        index = int(np.flatnonzero(values)[-1])
+    return index
 
 
-def _logprobs(raw: np.ndarray, lse: float, token: int, k: int) -> TokenLogprobs:
-    chosen = float(raw[token])
-    rank = int(np.count_nonzero(raw > chosen)) + 1
+@dataclass(frozen=True)
+class _RawLogprobs:
+    """Log-softmax facts of the raw row, kept until the sampled token is known."""
+
+    logsumexp: float
+    row: np.ndarray
+    top: list[tuple[int, float]]
+
+    def for_token(self, token: int) -> TokenLogprobs:
+        chosen = float(self.row[token])
+        rank = int(np.count_nonzero(self.row > chosen)) + 1
+        return TokenLogprobs(token, chosen - self.logsumexp, rank, self.top)
+
+
+def _logprobs(row: np.ndarray, k: int) -> _RawLogprobs:
+    raw = row.copy()  # penalties edit `row` afterwards
+    peak = float(raw.max())
+    lse = peak + float(np.log(np.exp(raw - peak).sum(dtype=np.float64)))
     top: list[tuple[int, float]] = []
     if k:
-        ids = np.argpartition(raw, raw.shape[0] - k)[raw.shape[0] - k:]
-        ids = ids[np.argsort(-raw[ids], kind="stable")]
+        cut = np.sort(raw)[-k]
+        ids = np.flatnonzero(raw >= cut)
+        ids = ids[np.argsort(-raw[ids], kind="stable")][:k]
         top = [(int(i), float(raw[i]) - lse) for i in ids]
-    return TokenLogprobs(token, chosen - lse, rank, top)
+    return _RawLogprobs(lse, raw, top)
