@@ -240,6 +240,8 @@ def pipeline_settings(pipe, args, name: str) -> dict:
 def export_networks(pipe, staging: Path, name: str, opset: int) -> None:
     import torch  # noqa: PLC0415
 
+    from triton_models.diffusion.pipeline import NETWORKS  # noqa: PLC0415
+
     class TextEncoder(torch.nn.Module):
         def __init__(self, model):
             super().__init__()
@@ -277,23 +279,22 @@ def export_networks(pipe, staging: Path, name: str, opset: int) -> None:
     states = torch.randn(batch, TOKEN_LENGTH, hidden)
     latents = torch.randn(batch, channels, h, w)
     timestep = torch.full((batch, 1), 500.0)
-    parts = [
-        (names["text_encoder"], TextEncoder(pipe.text_encoder), (ids,), ["input_ids"], ["last_hidden_state"],
-         {"input_ids": {0: "batch"}, "last_hidden_state": {0: "batch"}}),
-        (names["unet"], UNet(pipe.unet), (latents, timestep, states),
-         ["sample", "timestep", "encoder_hidden_states"], ["out_sample"],
-         {"sample": {0: "batch", 2: "height", 3: "width"}, "timestep": {0: "batch"},
-          "encoder_hidden_states": {0: "batch"}, "out_sample": {0: "batch", 2: "height", 3: "width"}}),
-        (names["vae_decoder"], VaeDecoder(pipe.vae), (latents,), ["latent_sample"], ["image"],
-         {"latent_sample": {0: "batch", 2: "height", 3: "width"}, "image": {0: "batch", 1: "height", 2: "width"}}),
-    ]
-    for model_name, module, example, inputs, outputs, axes in parts:
+    modules = {"text_encoder": TextEncoder(pipe.text_encoder), "unet": UNet(pipe.unet), "vae_decoder": VaeDecoder(pipe.vae)}
+    examples = {"text_encoder": (ids,), "unet": (latents, timestep, states), "vae_decoder": (latents,)}
+    spatial = {0: "batch", 2: "height", 3: "width"}
+    axes = {"input_ids": {0: "batch"}, "last_hidden_state": {0: "batch"}, "sample": spatial, "timestep": {0: "batch"},
+            "encoder_hidden_states": {0: "batch"}, "out_sample": spatial, "latent_sample": spatial,
+            "image": {0: "batch", 1: "height", 2: "width"}}
+    parts = [(names[part], modules[part], examples[part], list(inputs), [output])
+             for part, (inputs, output) in NETWORKS.items()]
+    for model_name, module, example, inputs, outputs in parts:
         path = staging / model_name / "1" / "model.onnx"
         path.parent.mkdir(parents=True, exist_ok=True)
         log.info("exporting %s", model_name)
         with torch.no_grad():
             torch.onnx.export(module.eval(), example, str(path), input_names=inputs, output_names=outputs,
-                              dynamic_axes=axes, opset_version=opset, dynamo=False)
+                              dynamic_axes={k: axes[k] for k in inputs + outputs}, opset_version=opset,
+                              dynamo=False)
 
 
 def write_pipeline_files(pipe, version_dir: Path) -> None:
@@ -319,23 +320,14 @@ def write_pipeline_files(pipe, version_dir: Path) -> None:
 
 def ort_pipeline(repository: Path, name: str, settings: dict, threads: int = 0):
     """The numpy pipeline over ONNX Runtime sessions of an exported model (parity checks, tests, bench)."""
-    from triton_models.diffusion.pipeline import StableDiffusion  # noqa: PLC0415
+    from triton_models.diffusion.pipeline import StableDiffusion, bind_networks  # noqa: PLC0415
     from triton_models.ort_runner import create_session  # noqa: PLC0415
 
     names = part_names(name)
     sessions = {part: create_session(repository / model / "1" / "model.onnx", threads) for part, model in names.items()}
 
-    def text_encoder(ids):
-        return sessions["text_encoder"].run(None, {"input_ids": ids})[0]
-
-    def unet(sample, timestep, states):
-        feeds = {"sample": sample, "timestep": timestep, "encoder_hidden_states": states}
-        return sessions["unet"].run(None, feeds)[0]
-
-    def vae_decoder(latents):
-        return sessions["vae_decoder"].run(None, {"latent_sample": latents})[0]
-
-    return StableDiffusion.from_directory(repository / name / "1", text_encoder, unet, vae_decoder,
+    networks = bind_networks(lambda part, inputs, output: sessions[part].run([output], inputs)[0])
+    return StableDiffusion.from_directory(repository / name / "1", *networks,
                                           int(settings["vae_scale_factor"]), int(settings["latent_channels"]))
 
 

@@ -135,3 +135,30 @@ def test_parity_check_catches_a_wrong_network(repo):
 def test_refusals(tmp_path, capsys, args, message):
     assert export_main(["diffusion", f"--repository={tmp_path}", *args]) == 1
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("folder", "scheduler", "expected"),
+    [
+        # Stable Diffusion 1.x ships PLMS; sd-turbo ships Euler with trailing spacing, 1 step, no guidance.
+        ("sd-v1-tiny", {"_class_name": "PNDMScheduler", "skip_prk_steps": True, "steps_offset": 1},
+         {"scheduler": "PNDMScheduler", "default_steps": "50", "default_guidance_scale": "7.5"}),
+        ("sd-turbo-tiny", {"_class_name": "EulerDiscreteScheduler", "timestep_spacing": "trailing"},
+         {"scheduler": "EulerDiscreteScheduler", "default_steps": "1", "default_guidance_scale": "0.0"}),
+    ],
+)
+def test_exports_a_diffusers_folder(tmp_path, folder, scheduler, expected):
+    import diffusers
+    import torch
+
+    torch.manual_seed(1)
+    pipe = build_tiny_pipeline()
+    config = {**dict(pipe.scheduler.config), **scheduler}
+    pipe.scheduler = getattr(diffusers, config.pop("_class_name")).from_config(config)
+    pipe.save_pretrained(tmp_path / folder)
+    repo = tmp_path / "repo"
+    assert export_main(["diffusion", f"--repository={repo}", f"--model={tmp_path / folder}"]) == 0
+    p = params(repo, folder)
+    assert {k: p[k] for k in expected} == expected
+    assert p["sizes"] == "256x256" and p["random_weights"] == "false"  # native size: sample_size 32 x 8
+    assert (repo / folder / "1" / TOKENIZER_FILE).exists()

@@ -14,7 +14,15 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from triton_models.diffusion.pipeline import OUTPUT, Cancelled, Settings, StableDiffusion, to_uint8
+from triton_models.diffusion.pipeline import (
+    NETWORKS,
+    OUTPUT,
+    Cancelled,
+    Settings,
+    StableDiffusion,
+    bind_networks,
+    to_uint8,
+)
 
 STRING_INPUTS = {"prompt", "negative_prompt"}
 
@@ -63,28 +71,16 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in self.model_config.get("parameters", {}).items()}
         self.name = self.model_config["name"]
         self.settings = Settings.from_parameters(params)
-        text_model, unet_model, vae_model = (
-            params["text_encoder_model"], params["unet_model"], params["vae_decoder_model"]
-        )
-
-        def text_encoder(ids):
-            return _bls(text_model, {"input_ids": ids}, "last_hidden_state")
-
-        def unet(sample, timestep, states):
-            inputs = {"sample": sample, "timestep": timestep, "encoder_hidden_states": states}
-            return _bls(unet_model, inputs, "out_sample")
-
-        def vae_decoder(latents):
-            return _bls(vae_model, {"latent_sample": latents}, "image")
-
+        models = {part: params[f"{part}_model"] for part in NETWORKS}
+        networks = bind_networks(lambda part, inputs, output: _bls(models[part], inputs, output))
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.pipeline = StableDiffusion.from_directory(
-            version_dir, text_encoder, unet, vae_decoder,
+            version_dir, *networks,
             vae_scale_factor=int(params["vae_scale_factor"]), latent_channels=int(params["latent_channels"]),
         )
         self.logger = pb_utils.Logger
         self.logger.log_info(
-            f"{self.name}: {params.get('scheduler')} over {text_model}, {unet_model}, {vae_model}; "
+            f"{self.name}: {params.get('scheduler')} over {', '.join(models.values())}; "
             f"sizes {params['sizes']}"
         )
 

@@ -22,9 +22,26 @@ OUTPUT = "images"  # the Triton model's one output: UINT8 [n, height, width, 3]
 TOKENIZER_FILE = "tokenizer.json"
 SCHEDULER_FILE = "scheduler_config.json"
 
+# Each network's input names (in call order) and output name: the exporter writes these into the ONNX graphs
+# and configs; the BLS model and the ONNX Runtime runner call them by these names.
+NETWORKS = {
+    "text_encoder": (("input_ids",), "last_hidden_state"),
+    "unet": (("sample", "timestep", "encoder_hidden_states"), "out_sample"),
+    "vae_decoder": (("latent_sample",), "image"),
+}
+
 TextEncoder = Callable[[np.ndarray], np.ndarray]  # input_ids [B, 77] int64 -> [B, 77, D] float32
 UNet = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # sample, timestep [B, 1], states
 VaeDecoder = Callable[[np.ndarray], np.ndarray]  # latents [B, C, h, w] -> images [B, H, W, 3] in [0, 1]
+
+
+def bind_networks(call: Callable[[str, dict[str, np.ndarray], str], np.ndarray]):
+    """(text_encoder, unet, vae_decoder) callables over `call(part, named_inputs, output_name) -> output`."""
+    def network(part):
+        inputs, output = NETWORKS[part]
+        return lambda *arrays: call(part, dict(zip(inputs, arrays)), output)
+
+    return network("text_encoder"), network("unet"), network("vae_decoder")
 
 
 class Cancelled(Exception):
