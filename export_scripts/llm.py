@@ -15,6 +15,7 @@ import importlib.util
 import json
 import logging
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -325,18 +326,30 @@ def run(args: argparse.Namespace) -> list[str]:
 
     staging = model_dir.with_name(f".{args.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    version_dir = staging / "1"
+    try:
+        info = export_into(staging, source, args)
+        write_stamp([staging], digest, info)
+        shutil.rmtree(model_dir, ignore_errors=True)
+        staging.rename(model_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [args.name]
+
+
+def export_into(model_dir: Path, source: Source, args: argparse.Namespace) -> dict:
+    """Write the whole model folder into `model_dir`; returns what the checks measured."""
+    start = time.perf_counter()
+    version_dir = model_dir / "1"
     version_dir.mkdir(parents=True)
     torch.set_num_threads(args.threads)
     tokenizer, model = load(source)
     decoder = export_fp32(model, version_dir / FP32_FILE)
+    log.info("fp32 graph exported (%.0f s since start)", time.perf_counter() - start)
     fp32 = llm_check.OrtDecoder(version_dir / FP32_FILE, args.threads)
     info = llm_check.check_parity(model, tokenizer, fp32)
+    blocks = block_sources(model, source, decoder)
     info["quantised"] = export_quantised(
-        version_dir / FP32_FILE,
-        version_dir / QUANT_FILE,
-        block_sources(model, source, decoder),
-        args.accuracy_level,
+        version_dir / FP32_FILE, version_dir / QUANT_FILE, blocks, args.accuracy_level
     )
     quant = llm_check.OrtDecoder(version_dir / QUANT_FILE, args.threads)
     info.update(llm_check.check_quality(tokenizer, fp32, quant))
@@ -347,8 +360,7 @@ def run(args: argparse.Namespace) -> list[str]:
         info["decode_tokens_per_s"] = speed
     write_model_files(version_dir, tokenizer, model)
     write_python_shim(version_dir, SHIM_MODULE)
-    write_config(staging, model_config(args, tokenizer, model))
-    write_stamp([staging], digest, info)
-    shutil.rmtree(model_dir, ignore_errors=True)
-    staging.rename(model_dir)
-    return [args.name]
+    write_config(model_dir, model_config(args, tokenizer, model))
+    info["export_seconds"] = round(time.perf_counter() - start)
+    log.info("%s exported in %d s", args.name, info["export_seconds"])
+    return info

@@ -276,3 +276,19 @@ def test_lean_decoder_declines_other_architectures(tiny_llama):
 
     other = SimpleNamespace(config=SimpleNamespace(**{**tiny_llama.config.to_dict(), "model_type": "gpt2"}))
     assert not llm_graph.supports(other)
+
+
+def test_failed_export_leaves_neither_partial_nor_model_folder(tmp_path, monkeypatch):
+    def fail(model_dir, source, args):
+        (model_dir / "1").mkdir(parents=True)
+        raise ExportError("parity failed")
+
+    monkeypatch.setattr(llm, "export_into", fail)
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    parser = argparse.ArgumentParser()
+    llm.add_arguments(parser)
+    args = parser.parse_args(["--model", str(tmp_path / "m.gguf")])
+    args.repository, args.force = tmp_path / "repo", False
+    with pytest.raises(ExportError, match="parity"):
+        llm.run(args)
+    assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
