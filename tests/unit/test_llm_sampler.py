@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from triton_models.llm.params import SamplingParams
-from triton_models.llm.sampler import BLOCK, Sampler, _index_at_fraction
+from triton_models.llm.sampler import BLOCK, Sampler, _cut, _index_at_fraction
 
 
 def draws(params: SamplingParams, logits: np.ndarray, count: int = 400) -> list[int]:
@@ -48,6 +48,17 @@ def test_top_p_over_a_large_peaked_vocabulary_stays_exact():
     assert set(draws(SamplingParams(top_p=0.5), logits, 200)) == {5}
     assert set(draws(SamplingParams(top_p=0.99), logits, 400)) == {5, 4000}
     assert set(draws(SamplingParams(top_k=2), logits, 400)) == {5, 4000}
+
+
+def test_cut_value_whether_or_not_the_likely_head_suffices():
+    probs = np.full(20000, np.exp(-9.5), np.float32)  # a long tail, each below the head threshold
+    probs[7], probs[8] = 1.0, np.exp(-16.0)
+    assert _cut(probs, 1, 1.0) == 1.0  # top-1 from the head
+    assert _cut(probs, 2, 1.0) == pytest.approx(np.exp(-9.5))  # the second best lies outside the head
+    assert _cut(probs, 20000, 0.3) == 1.0  # the best token alone holds 40% of the mass
+    assert _cut(probs, 20000, 0.9) == pytest.approx(np.exp(-9.5))  # the nucleus reaches into the tail
+    assert _cut(probs, 5, 0.99999) == pytest.approx(np.exp(-9.5))  # all but 1e-5 of the top-5: tail tokens too
+    assert _cut(probs, 5, 0.5) == 1.0  # the best holds nearly all of the top-5
 
 
 def test_inverse_cdf_over_blocks():
@@ -103,3 +114,6 @@ def test_logprobs_are_the_raw_distribution_with_ranks():
     assert [t for t, _ in info.top] == [2, 0]
     assert [lp for _, lp in info.top] == pytest.approx([expected[2], expected[0]], abs=1e-5)
     assert Sampler(SamplingParams()).sample(logits.copy())[1] is None
+    peaked = np.array([-30.0, 0.0, -20.0], np.float32)  # one likely token; the second best is far below
+    _, info = Sampler(SamplingParams(temperature=0, logprobs=2)).sample(peaked)
+    assert [t for t, _ in info.top] == [1, 2] and info.rank == 1
