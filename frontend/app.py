@@ -11,7 +11,9 @@ from fastapi import FastAPI
 from frontend.errors import install_handlers
 from frontend.middleware import BodySizeLimit, RequestContext
 from frontend.registry import ModelRegistry
-from frontend.routers import embeddings, health, images, models
+from frontend.routers import chat, completions, embeddings, health, images, models
+from frontend.services.chat import ChatService
+from frontend.services.completions import CompletionService
 from frontend.services.embeddings import EmbeddingService
 from frontend.services.images import ImageLinks, ImageService
 from frontend.services.models import ModelService
@@ -31,6 +33,8 @@ class Services:
     models: ModelService
     embeddings: EmbeddingService
     images: ImageService
+    chat: ChatService
+    completions: CompletionService
 
     @classmethod
     def build(cls, settings: Settings, backend: Backend) -> "Services":
@@ -41,6 +45,8 @@ class Services:
             embeddings=EmbeddingService(backend, registry, settings.embeddings_max_inputs),
             images=ImageService(backend, registry, ImageLinks(settings.images_url_secret.get_secret_value().encode(),
                                                               settings.images_url_ttl_s), settings.public_url),
+            chat=ChatService(backend, registry),
+            completions=CompletionService(backend, registry),
         )
 
 
@@ -65,6 +71,6 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     install_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)
-    for module in (health, models, embeddings, images):
+    for module in (health, models, embeddings, images, chat, completions):
         app.include_router(module.router)
     return app

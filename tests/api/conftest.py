@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 from frontend.app import create_app
 from frontend.errors import APIError
 from frontend.settings import Settings
+from tests.api import fake_llm
 
 DIM = 8
 
@@ -34,9 +36,10 @@ class FakeBackend:
                     "max_inputs_per_request": "2", "token_input_model": "emb_encoder"},
             "emb_encoder": {},
             "emb_tokenizer": {},
-            "llm": {"openai_task": "chat", "context_length": "2048"},
+            "llm": dict(fake_llm.PARAMETERS),
         }
         self.states = {name: "READY" for name in self.models}
+        self.llm = fake_llm.FakeLLM(int(self.models["llm"]["context_length"]))
 
     async def server_ready(self) -> bool:
         return self.ready
@@ -62,9 +65,16 @@ class FakeBackend:
             return {"embedding": np.stack([fake_vector(str(r)) for r in rows])}
         raise AssertionError(f"unexpected model {model}")
 
-    async def stream(self, model, inputs, outputs, request_id=""):  # pragma: no cover - chat lands later
-        raise NotImplementedError
-        yield
+    async def stream(self, model, inputs, outputs, request_id=""):
+        """The chat model `llm` (tests/api/fake_llm.py), as TritonBackend.stream yields a decoupled model."""
+        self.calls.append((model, inputs))
+        if self.fail:
+            raise self.fail
+        if model != "llm":
+            raise AssertionError(f"unexpected model {model}")
+        async with contextlib.aclosing(self.llm.stream(inputs)) as responses:  # closed as Triton's stream is
+            async for response in responses:
+                yield response
 
     async def load_model(self, name, config=None):  # pragma: no cover
         self.states[name] = "READY"

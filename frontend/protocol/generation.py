@@ -1,0 +1,72 @@
+"""What /v1/chat/completions and /v1/completions share: sampling fields, streaming options, usage."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from frontend.protocol.common import OpenAIRequest
+
+MAX_STOP_SEQUENCES = 16
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class GenerationRequest(OpenAIRequest):
+    """Sampling fields as OpenAI defines them, plus vLLM's `top_k` and `ignore_eos` (through `extra_body`)."""
+
+    # Unsupported fields sent with a value that means "off" (`tools: []`, `response_format: {"type": "text"}`)
+    # ask for nothing this server lacks; they are dropped instead of refused.
+    neutral_values: ClassVar[dict[str, tuple]] = {}
+
+    model: str
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    n: int = Field(1, ge=1, le=128)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)
+    user: str | None = None
+    # Extensions.
+    top_k: int | None = Field(None, ge=-1)
+    ignore_eos: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_neutral(cls, data):
+        if isinstance(data, dict):
+            neutral = {k for k in cls.unsupported_fields if k in data
+                       and (data[k] in (None, [], {}) or data[k] in cls.neutral_values.get(k, ()))}
+            if neutral:
+                data = {k: v for k, v in data.items() if k not in neutral}
+        return data
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, value):
+        if isinstance(value, list) and len(value) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences")
+        return value
+
+    @model_validator(mode="after")
+    def _stream_options(self):
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed when stream is true")
+        return self
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+class CompletionUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int

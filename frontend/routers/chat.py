@@ -1,0 +1,12 @@
+from fastapi import APIRouter, Request
+
+from frontend.protocol.chat import ChatCompletion, ChatCompletionRequest
+from frontend.responses import EventStreamResponse, FastJSONResponse
+
+router = APIRouter()
+
+
+@router.post("/v1/chat/completions", response_model=ChatCompletion)
+async def create_chat_completion(body: ChatCompletionRequest, request: Request):
+    result = await request.app.state.services.chat.create(body, request.state.request_id, request.is_disconnected)
+    return EventStreamResponse(result) if body.stream else FastJSONResponse(result)

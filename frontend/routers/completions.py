@@ -1,0 +1,13 @@
+from fastapi import APIRouter, Request
+
+from frontend.protocol.completions import Completion, CompletionRequest
+from frontend.responses import EventStreamResponse, FastJSONResponse
+
+router = APIRouter()
+
+
+@router.post("/v1/completions", response_model=Completion)
+async def create_completion(body: CompletionRequest, request: Request):
+    result = await request.app.state.services.completions.create(body, request.state.request_id,
+                                                                 request.is_disconnected)
+    return EventStreamResponse(result) if body.stream else FastJSONResponse(result)

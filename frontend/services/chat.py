@@ -1,0 +1,119 @@
+"""Chat completions: messages -> the model's chat template -> one Triton generation -> OpenAI's objects."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from frontend.chat_template import render_chat
+from frontend.errors import InvalidRequest
+from frontend.protocol.chat import ChatCompletionRequest, ChatMessage
+from frontend.registry import ModelRegistry
+from frontend.services.generation import (
+    TASKS_CHAT,
+    Generation,
+    Tally,
+    TokenLogprob,
+    assemble,
+    now,
+    response_id,
+    sampling_parameters,
+)
+from frontend.services.images import cancel_on_disconnect
+from frontend.triton import Backend
+
+log = logging.getLogger(__name__)
+
+# Roles the template sees as they are; OpenAI's `developer` is the newer name of `system`.
+TEMPLATE_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+# Message fields that belong to tool calling (not supported yet): refused by name, never dropped.
+TOOL_FIELDS = ("tool_calls", "tool_call_id", "function_call", "audio")
+
+
+def template_messages(messages: list[ChatMessage]) -> list[dict]:
+    """Messages as chat templates expect them: role and a string content (text parts joined by newlines)."""
+    result = []
+    for i, message in enumerate(messages):
+        if message.role not in TEMPLATE_ROLES:
+            raise InvalidRequest(f"messages[{i}]: role `{message.role}` is not supported (no tool calling yet)",
+                                 param=f"messages[{i}].role", code="unsupported_parameter")
+        extra = message.model_extra or {}
+        refused = next((k for k in TOOL_FIELDS if extra.get(k) not in (None, [])), None)
+        if refused:
+            raise InvalidRequest(f"messages[{i}].{refused} is not supported by this server",
+                                 param=f"messages[{i}].{refused}", code="unsupported_parameter")
+        content = message.content
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                if part.type != "text" or part.text is None:
+                    raise InvalidRequest(f"messages[{i}].content[{j}]: content of type `{part.type}` is not "
+                                         "supported by this model; send text parts",
+                                         param=f"messages[{i}].content[{j}].type", code="unsupported_parameter")
+            content = "\n".join(part.text for part in content)
+        entry = {"role": TEMPLATE_ROLES[message.role], "content": content or ""}
+        if message.name:
+            entry["name"] = message.name
+        result.append(entry)
+    return result
+
+
+def chat_logprobs(tokens: list[TokenLogprob]) -> dict:
+    def item(token: str, logprob: float) -> dict:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+    return {"content": [{**item(t.token, t.logprob), "top_logprobs": [item(s, lp) for s, lp in t.top]}
+                        for t in tokens], "refusal": None}
+
+
+class ChatService:
+    def __init__(self, backend: Backend, registry: ModelRegistry):
+        self.backend = backend
+        self.registry = registry
+
+    async def create(self, request: ChatCompletionRequest, request_id: str,
+                     is_disconnected: Callable[[], Awaitable[bool]]) -> dict | AsyncIterator[dict]:
+        """A `chat.completion` dict, or (stream=true) the `chat.completion.chunk` dicts, started already."""
+        model = await self.registry.get(request.model, *TASKS_CHAT)
+        prompt = render_chat(model.parameters, template_messages(request.messages), model=model.name)
+        top = (request.top_logprobs or 0) if request.logprobs else None
+        params = sampling_parameters(request, request.completion_limit, top)
+        log.info("chat: model=%s n=%d stream=%s user=%s request=%s", model.name, request.n, request.stream,
+                 request.user, request_id)
+        generation = Generation(self.backend, model.name, prompt, params, stream=request.stream,
+                                top_logprobs=top, request_id=request_id, param="messages")
+        head = {"id": response_id("chatcmpl"), "created": now(), "model": model.name, "system_fingerprint": None}
+        if request.stream:
+            await generation.start()
+            return self._chunks(generation, head, request.n, request.include_usage)
+        steps = await cancel_on_disconnect(generation.collect(), is_disconnected)
+        tally = Tally()
+        for step in steps:
+            tally.add(0, step)
+        choices = [{"index": i, "message": {"role": "assistant", "content": c.text, "refusal": None},
+                    "logprobs": chat_logprobs(c.logprobs) if top is not None else None,
+                    "finish_reason": c.finish_reason}
+                   for i, c in enumerate(assemble(steps, request.n))]
+        return {**head, "object": "chat.completion", "choices": choices, "usage": tally.usage()}
+
+    async def _chunks(self, generation: Generation, head: dict, n: int, include_usage: bool) -> AsyncIterator[dict]:
+        head = {**head, "object": "chat.completion.chunk"}
+        extra = {"usage": None} if include_usage else {}
+
+        def chunk(index: int, delta: dict, logprobs=None, finish_reason=None) -> dict:
+            return {**head, "choices": [{"index": index, "delta": delta, "logprobs": logprobs,
+                                         "finish_reason": finish_reason}], **extra}
+
+        for i in range(n):
+            yield chunk(i, {"role": "assistant", "content": "", "refusal": None})
+        tally = Tally()
+        async for step in generation.steps():
+            tally.add(0, step)
+            for i in range(n):
+                logprobs = step.logprobs[i] if step.logprobs is not None else None
+                if step.texts[i] or logprobs:
+                    yield chunk(i, {"content": step.texts[i]}, chat_logprobs(logprobs) if logprobs is not None
+                                else None)
+                if step.finish_reasons is not None:
+                    yield chunk(i, {}, finish_reason=step.finish_reasons[i])
+        if include_usage:
+            yield {**head, "choices": [], "usage": tally.usage()}

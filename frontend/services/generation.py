@@ -1,0 +1,267 @@
+"""What chat and text completions share: sampling parameters, the Triton LLM contract, streams, usage, logprobs.
+
+The chat model speaks the vLLM backend's tensors (triton_models/llm/model.py): one prompt per request,
+`sampling_parameters` as JSON, per-response deltas of text and token counts, `finish_reason` on the final
+response, `logprobs` as JSON per sequence. A `Generation` is one such request. It is *started* (its first
+response awaited) before any HTTP byte goes out, so a prompt over the context or an overloaded engine
+still gets its real status code; later errors travel inside the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from frontend.errors import APIError
+from frontend.protocol.generation import GenerationRequest
+from frontend.triton import Backend, Tensors
+
+TASKS_CHAT = ("chat",)
+TASKS_COMPLETIONS = ("completions", "chat")  # a chat model completes plain prompts too
+# The LLM contract (checked by tests/contract/test_llm_contract.py on the exporter's side).
+OUTPUTS = ["text_output", "finish_reason", "num_input_tokens", "num_output_tokens", "logprobs"]
+FLAGS = ("return_finish_reason", "return_num_input_tokens", "return_num_output_tokens")
+FINISH_REASONS = ("stop", "length")
+MIN_LOGPROB = -9999.0  # what OpenAI reports for a token with no probability (JSON has no -inf)
+
+
+def sampling_parameters(request: GenerationRequest, max_tokens: int | None, logprobs: int | None) -> dict:
+    """The `sampling_parameters` JSON: an explicit list of fields, unset ones left to the model's defaults.
+
+    No max_tokens means "the rest of the context" (the engine knows the prompt's length; 16, OpenAI's
+    legacy default, cuts most answers short).
+    """
+    values = {
+        "temperature": request.temperature, "top_p": request.top_p, "top_k": request.top_k, "seed": request.seed,
+        "stop": request.stop, "max_tokens": max_tokens, "presence_penalty": request.presence_penalty,
+        "frequency_penalty": request.frequency_penalty, "n": request.n, "logprobs": logprobs,
+        "ignore_eos": request.ignore_eos or None,
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def triton_inputs(prompt: str, params: dict, *, stream: bool, logprobs: bool) -> Tensors:
+    flag = np.array([True])
+    inputs = {
+        "text_input": np.array([prompt.encode("utf-8")], dtype=np.object_),
+        "stream": np.array([stream]),
+        "sampling_parameters": np.array([json.dumps(params).encode()], dtype=np.object_),
+        "exclude_input_in_output": flag,
+        **{name: flag for name in FLAGS},
+    }
+    if logprobs:
+        inputs["return_logprobs"] = flag
+    return inputs
+
+
+@dataclass
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: list[tuple[str, float]]
+
+
+@dataclass
+class Step:
+    """One Triton response: per-choice text deltas and token counts (deltas), reasons on the last one."""
+
+    texts: list[str]
+    counts: list[int]
+    prompt_tokens: int
+    finish_reasons: list[str] | None = None
+    logprobs: list[list[TokenLogprob]] | None = None
+
+
+def _logprob(value) -> float:
+    value = float(value)
+    return value if math.isfinite(value) else MIN_LOGPROB
+
+
+def token_logprobs(entries: list[dict], top_k: int, text: str) -> list[TokenLogprob]:
+    """The vLLM backend's per-token dicts `{token_id: {logprob, rank, decoded_token}}` as (token, top) pairs.
+
+    Each dict holds the top `top_k` tokens and the sampled one; when the sampled token is not among the top
+    it is the extra entry (the last), otherwise the contract does not say which it is, so the candidate whose
+    text continues the generated `text` is taken, the best-ranked first.
+    """
+    result, pos = [], 0
+    for entry in entries:
+        candidates = sorted(entry.values(), key=lambda e: e["rank"])
+        if len(entry) > top_k:
+            sampled = entry[list(entry)[-1]]
+        else:
+            rest = text[pos:]
+            sampled = next((c for c in candidates if c["decoded_token"] and rest.startswith(c["decoded_token"])),
+                           candidates[0])
+        if text[pos:].startswith(sampled["decoded_token"]):
+            pos += len(sampled["decoded_token"])
+        top = [(c["decoded_token"], _logprob(c["logprob"])) for c in candidates if c["rank"] <= top_k][:top_k]
+        result.append(TokenLogprob(sampled["decoded_token"], _logprob(sampled["logprob"]), top))
+    return result
+
+
+def parse_step(outputs: Tensors, top_k: int | None) -> Step:
+    texts = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in outputs["text_output"].reshape(-1)]
+    counts = [int(c) for c in outputs["num_output_tokens"].reshape(-1)]
+    reasons = outputs.get("finish_reason")
+    finish = None
+    if reasons is not None:
+        finish = [r.decode() if isinstance(r, bytes) else str(r) for r in reasons.reshape(-1)]
+        unknown = [r for r in finish if r not in FINISH_REASONS]
+        if unknown:
+            raise APIError(f"generation ended unexpectedly ({unknown[0]})")
+    logprobs = None
+    if top_k is not None and outputs.get("logprobs") is not None:
+        logprobs = [token_logprobs(json.loads(raw), top_k, text)
+                    for raw, text in zip(outputs["logprobs"].reshape(-1), texts)]
+    return Step(texts, counts, int(outputs["num_input_tokens"].reshape(-1)[0]), finish, logprobs)
+
+
+class Generation:
+    """One prompt's decoupled Triton request. `start()` awaits its first response; `steps()` yields them all.
+
+    Leaving `steps()` early (a client that disconnects) closes the Triton stream, which cancels the request.
+    """
+
+    def __init__(self, backend: Backend, model: str, prompt: str, params: dict, *, stream: bool,
+                 top_logprobs: int | None, request_id: str, param: str):
+        self.backend = backend
+        self.model = model
+        self.top_logprobs = top_logprobs
+        self.request_id = request_id
+        self.param = param  # what a context-length error names: "messages" or "prompt"
+        self._inputs = triton_inputs(prompt, params, stream=stream, logprobs=top_logprobs is not None)
+        self._responses: AsyncIterator[Tensors] | None = None
+        self._first: Step | None = None
+
+    async def start(self) -> None:
+        self._responses = self.backend.stream(self.model, self._inputs, OUTPUTS, request_id=self.request_id)
+        try:
+            self._first = parse_step(await anext(self._responses), self.top_logprobs)
+        except StopAsyncIteration:
+            await self.aclose()
+            raise APIError("the model ended the request without a response") from None
+        except APIError as exc:
+            await self.aclose()
+            if exc.code == "context_length_exceeded":
+                exc.param = self.param
+                exc.message = exc.message.removeprefix("context_length_exceeded: ")
+            raise
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def steps(self) -> AsyncIterator[Step]:
+        if self._responses is None:
+            await self.start()
+        try:
+            yield self._first
+            async for outputs in self._responses:
+                yield parse_step(outputs, self.top_logprobs)
+        finally:
+            await self.aclose()
+
+    async def collect(self) -> list[Step]:
+        return [step async for step in self.steps()]
+
+    async def aclose(self) -> None:
+        if self._responses is not None:
+            await self._responses.aclose()
+
+
+async def start_all(generations: list[Generation]) -> None:
+    """Start every generation; if one fails, close the others and raise its error."""
+    results = await asyncio.gather(*(g.start() for g in generations), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        await asyncio.gather(*(g.aclose() for g in generations), return_exceptions=True)
+        raise errors[0]
+
+
+async def merged(generations: list[Generation]) -> AsyncIterator[tuple[int, Step]]:
+    """(generation index, step) from every generation as they arrive; the first error ends them all."""
+    if len(generations) == 1:
+        async for step in generations[0].steps():
+            yield 0, step
+        return
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump(index: int, generation: Generation) -> None:
+        try:
+            async for step in generation.steps():
+                await queue.put((index, step, None))
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            await queue.put((index, None, exc))
+        else:
+            await queue.put((index, None, None))
+
+    tasks = [asyncio.create_task(pump(i, g)) for i, g in enumerate(generations)]
+    try:
+        running = len(tasks)
+        while running:
+            index, step, error = await queue.get()
+            if error is not None:
+                raise error
+            if step is None:
+                running -= 1
+            else:
+                yield index, step
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@dataclass
+class Choice:
+    """A choice being assembled from steps (non-streaming), or counted (streaming)."""
+
+    text: str = ""
+    tokens: int = 0
+    finish_reason: str | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+
+
+@dataclass
+class Tally:
+    """Exact usage: prompt tokens once per prompt (as Triton counted them), completion tokens per choice."""
+
+    prompt_tokens: dict[int, int] = field(default_factory=dict)
+    completion_tokens: int = 0
+
+    def add(self, prompt_index: int, step: Step) -> None:
+        self.prompt_tokens[prompt_index] = step.prompt_tokens
+        self.completion_tokens += sum(step.counts)
+
+    def usage(self) -> dict:
+        prompt = sum(self.prompt_tokens.values())
+        return {"prompt_tokens": prompt, "completion_tokens": self.completion_tokens,
+                "total_tokens": prompt + self.completion_tokens}
+
+
+def assemble(steps: list[Step], n: int) -> list[Choice]:
+    choices = [Choice() for _ in range(n)]
+    for step in steps:
+        for i, choice in enumerate(choices):
+            choice.text += step.texts[i]
+            choice.tokens += step.counts[i]
+            if step.logprobs is not None:
+                choice.logprobs.extend(step.logprobs[i])
+            if step.finish_reasons is not None:
+                choice.finish_reason = step.finish_reasons[i]
+    return choices
+
+
+def response_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def now() -> int:
+    return int(time.time())

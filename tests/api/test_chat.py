@@ -1,0 +1,257 @@
+"""POST /v1/chat/completions in-process against FakeBackend's chat model (tests/api/fake_llm.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from frontend.chat_template import compile_template
+from frontend.errors import ModelNotReady
+from tests.api.conftest import assert_error
+from tests.api.fake_llm import CHAT_TEMPLATE, FakeLLM, sse_events
+
+URL = "/v1/chat/completions"
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello there"}]
+PROMPT = "<s><|system|>Be brief.</s><|user|>hello there</s><|assistant|>"
+
+
+def chat(**fields) -> dict:
+    return {"model": "llm", "messages": MESSAGES, **fields}
+
+
+def answer(prompt: str = PROMPT, count: int = 5, choice: int = 0) -> str:
+    return "".join(FakeLLM.words(prompt, choice, None, False, count))
+
+
+async def test_plain_completion_has_openai_shape_and_exact_usage(client, backend):
+    r = await client.post(URL, json=chat())
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["id"].startswith("chatcmpl-") and body["object"] == "chat.completion"
+    assert isinstance(body["created"], int) and body["model"] == "llm" and body["system_fingerprint"] is None
+    assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": answer(), "refusal": None},
+                                "logprobs": None, "finish_reason": "stop"}]
+    assert body["usage"] == {"prompt_tokens": len(PROMPT.split()), "completion_tokens": 5,
+                             "total_tokens": len(PROMPT.split()) + 5}
+    assert backend.llm.prompts == [PROMPT]
+
+
+async def test_prompt_is_the_models_template_rendered_like_transformers(client, backend):
+    messages = [{"role": "developer", "content": "Rules."},
+                {"role": "user", "content": [{"type": "text", "text": "part one"}, {"type": "text", "text": "two"}]},
+                {"role": "assistant", "content": "ok"}, {"role": "user", "content": "again", "name": "ann"}]
+    assert (await client.post(URL, json={"model": "llm", "messages": messages})).status_code == 200
+    expected = compile_template(CHAT_TEMPLATE).render(
+        messages=[{"role": "system", "content": "Rules."}, {"role": "user", "content": "part one\ntwo"},
+                  {"role": "assistant", "content": "ok"}, {"role": "user", "content": "again"}],
+        add_generation_prompt=True, bos_token="<s>", eos_token="</s>")
+    assert backend.llm.prompts == [expected]
+    assert expected.startswith("<s><|system|>Rules.</s>") and expected.endswith("<|assistant|>")
+
+
+async def test_max_tokens_defaults_to_the_rest_of_the_context(client, backend):
+    r = await client.post(URL, json=chat(ignore_eos=True))
+    assert "max_tokens" not in backend.llm.params[0]
+    assert r.json()["usage"]["completion_tokens"] == 64 - len(PROMPT.split())
+    assert r.json()["choices"][0]["finish_reason"] == "length"
+
+
+async def test_max_completion_tokens_wins_over_max_tokens(client, backend):
+    r = await client.post(URL, json=chat(max_tokens=9, max_completion_tokens=3, ignore_eos=True))
+    assert backend.llm.params[0]["max_tokens"] == 3
+    assert r.json()["usage"]["completion_tokens"] == 3 and r.json()["choices"][0]["finish_reason"] == "length"
+
+
+async def test_sampling_fields_reach_triton_by_name(client, backend):
+    fields = {"temperature": 0.5, "top_p": 0.9, "top_k": 40, "seed": 7, "stop": ["x", "y"],
+              "presence_penalty": 0.1, "frequency_penalty": -0.2, "n": 2, "user": "u1", "max_tokens": 4}
+    assert (await client.post(URL, json=chat(**fields))).status_code == 200
+    (_, inputs), = [c for c in backend.calls if c[0] == "llm"]
+    assert json.loads(inputs["sampling_parameters"][0]) == {
+        "temperature": 0.5, "top_p": 0.9, "top_k": 40, "seed": 7, "stop": ["x", "y"], "presence_penalty": 0.1,
+        "frequency_penalty": -0.2, "n": 2, "max_tokens": 4}
+    assert inputs["exclude_input_in_output"][0] and inputs["return_num_output_tokens"][0]
+    assert "return_logprobs" not in inputs and not inputs["stream"][0]
+
+
+async def test_n_choices_and_usage_counts_every_choice(client):
+    body = (await client.post(URL, json=chat(n=3, max_tokens=2, ignore_eos=True))).json()
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2]
+    assert [c["message"]["content"] for c in body["choices"]] == [answer(count=2, choice=j) for j in range(3)]
+    assert body["usage"]["completion_tokens"] == 6 and body["usage"]["prompt_tokens"] == len(PROMPT.split())
+
+
+async def test_stop_ends_with_stop(client):
+    full = answer()
+    stop = full.split()[2]
+    body = (await client.post(URL, json=chat(stop=stop))).json()
+    assert body["choices"][0]["message"]["content"] == full[:full.index(" " + stop)]
+    assert body["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_logprobs_name_the_sampled_token_and_its_alternatives(client, backend):
+    body = (await client.post(URL, json=chat(logprobs=True, top_logprobs=3, max_tokens=2, ignore_eos=True))).json()
+    assert backend.llm.params[0]["logprobs"] == 3
+    content = body["choices"][0]["logprobs"]["content"]
+    words = answer(count=2).split(" ")[1:]
+    assert [t["token"] for t in content] == [f" {w}" for w in words]  # rank 2 in the fake, not rank 1
+    for token in content:
+        assert token["bytes"] == list(token["token"].encode()) and token["logprob"] < 0
+        assert len(token["top_logprobs"]) == 3 and token["top_logprobs"][1]["token"] == token["token"]
+    plain = (await client.post(URL, json=chat(logprobs=True, max_tokens=1))).json()
+    assert plain["choices"][0]["logprobs"]["content"][0]["top_logprobs"] == []
+
+
+async def test_streaming_framing_role_deltas_finish_then_done(client):
+    plain = (await client.post(URL, json=chat())).json()["choices"][0]["message"]["content"]
+    r = await client.post(URL, json=chat(stream=True))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(r.text)
+    assert all(e["object"] == "chat.completion.chunk" and e["id"] == events[0]["id"] for e in events)
+    assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": "", "refusal": None}
+    assert "".join(e["choices"][0]["delta"].get("content", "") for e in events) == plain
+    assert events[-1]["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
+    assert all(e["choices"][0]["finish_reason"] is None for e in events[:-1])
+    assert all("usage" not in e for e in events)
+
+
+async def test_stream_include_usage_adds_a_last_usage_chunk(client):
+    events = sse_events((await client.post(URL, json=chat(stream=True, n=2, max_tokens=3, ignore_eos=True,
+                                                           stream_options={"include_usage": True}))).text)
+    assert all(e["usage"] is None for e in events[:-1])
+    assert events[-1]["choices"] == [] and events[-1]["usage"] == {
+        "prompt_tokens": len(PROMPT.split()), "completion_tokens": 6, "total_tokens": len(PROMPT.split()) + 6}
+    for j in range(2):
+        mine = [e["choices"][0] for e in events[:-1] if e["choices"][0]["index"] == j]
+        assert mine[0]["delta"]["role"] == "assistant" and mine[-1]["finish_reason"] == "length"
+        assert "".join(c["delta"].get("content", "") for c in mine) == answer(count=3, choice=j)
+
+
+async def test_stream_logprobs_per_delta(client):
+    events = sse_events((await client.post(URL, json=chat(stream=True, logprobs=True, top_logprobs=2,
+                                                           max_tokens=2, ignore_eos=True))).text)
+    tokens = [t["token"] for e in events if e["choices"][0]["logprobs"] for t in e["choices"][0]["logprobs"]["content"]]
+    assert "".join(tokens) == answer(count=2)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_context_overflow_is_400_before_the_stream_starts(client, stream):
+    long = [{"role": "user", "content": "word " * 70}]
+    error = assert_error(await client.post(URL, json={"model": "llm", "messages": long, "stream": stream}), 400,
+                         param="messages", code="context_length_exceeded")
+    assert error["message"].startswith("this model's maximum context length is 64 tokens")
+
+
+async def test_max_tokens_over_the_context_is_context_length_exceeded(client):
+    assert_error(await client.post(URL, json=chat(max_tokens=1000)), 400, code="context_length_exceeded")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_overloaded_engine_is_503(client, backend, stream):
+    backend.llm.overloaded = True
+    assert_error(await client.post(URL, json=chat(stream=stream)), 503, code="overloaded")
+
+
+async def test_error_after_the_first_byte_is_an_event_then_done(client, backend):
+    backend.llm.fail_after = 2
+    r = await client.post(URL, json=chat(stream=True))
+    assert r.status_code == 200
+    events = sse_events(r.text)
+    assert events[-1] == {"error": {"message": "inference failed: generation failed: the fake engine broke",
+                                    "type": "server_error", "param": None, "code": None}}
+    assert len(events) == 4  # role, two deltas, the error: no finish_reason chunk
+    assert "".join(e["choices"][0]["delta"]["content"] for e in events[1:3]) == answer(count=2)
+
+
+async def test_backend_failure_before_streaming_keeps_its_status(client, backend):
+    await client.get("/v1/models")  # the registry knows the model; the call itself fails
+    backend.fail = ModelNotReady("llm is unloading")
+    assert_error(await client.post(URL, json=chat(stream=True)), 503)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("response_format", {"type": "json_object"}), ("tools", [{"type": "function", "function": {"name": "f"}}]),
+    ("tool_choice", "auto"), ("logit_bias", {"50": 10}), ("functions", [{"name": "f"}]),
+    ("function_call", "auto"), ("parallel_tool_calls", True), ("audio", {"voice": "alloy"}),
+    ("modalities", ["text", "audio"]), ("prediction", {"type": "content", "content": "x"}),
+])
+async def test_unsupported_fields_are_refused_by_name(client, field, value):
+    assert_error(await client.post(URL, json=chat(**{field: value})), 400, param=field, code="unsupported_parameter")
+
+
+@pytest.mark.parametrize("field, value", [("response_format", {"type": "text"}), ("tools", []),
+                                          ("tool_choice", "none"), ("logit_bias", {}), ("modalities", ["text"]),
+                                          ("store", False), ("metadata", {"k": "v"})])
+async def test_fields_that_ask_for_nothing_are_accepted(client, field, value):
+    assert (await client.post(URL, json=chat(**{field: value}))).status_code == 200
+
+
+@pytest.mark.parametrize("messages, param", [
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}],
+     "messages[0].content[0].type"),
+    ([{"role": "user", "content": "hi"}, {"role": "tool", "content": "42", "tool_call_id": "c1"}], "messages[1].role"),
+    ([{"role": "assistant", "content": None, "tool_calls": [{"id": "c1"}]}], "messages[0].tool_calls"),
+])
+async def test_unsupported_message_content_is_refused_by_name(client, messages, param):
+    assert_error(await client.post(URL, json={"model": "llm", "messages": messages}), 400, param=param)
+
+
+@pytest.mark.parametrize("fields, param", [
+    ({"messages": []}, "messages"), ({"temperature": 3}, "temperature"), ({"n": 0}, "n"),
+    ({"top_logprobs": 2}, None), ({"stream_options": {"include_usage": True}}, None),
+    ({"top_logprobs": 21, "logprobs": True}, "top_logprobs"), ({"messages": [{"role": "robot", "content": "x"}]}, None),
+])
+async def test_invalid_requests_are_400(client, fields, param):
+    error = assert_error(await client.post(URL, json={**chat(), **fields}), 400)
+    if param:
+        assert error["param"] == param
+
+
+async def test_template_refusal_is_400_naming_messages(client):
+    messages = [{"role": "user", "content": "a forbidden word"}]
+    error = assert_error(await client.post(URL, json={"model": "llm", "messages": messages}), 400, param="messages")
+    assert "That word is not allowed" in error["message"]
+
+
+async def test_model_checks(client, backend):
+    assert_error(await client.post(URL, json={**chat(), "model": "nope"}), 404, code="model_not_found")
+    assert_error(await client.post(URL, json={**chat(), "model": "emb"}), 400, code="model_task_mismatch")
+
+
+async def test_model_without_a_chat_template(client, backend):
+    backend.models["llm"]["chat_template"] = ""
+    assert_error(await client.post(URL, json=chat()), 400, code="chat_template_missing")
+    assert (await client.post("/v1/completions", json={"model": "llm", "prompt": "hi"})).status_code == 200
+
+
+async def test_client_that_disconnects_mid_stream_cancels_the_generation(client, backend):
+    """Straight through ASGI: the client goes away after the first chunk; the Triton stream is closed."""
+    backend.llm.delay_s = 0.05
+    app = client._transport.app
+    body = json.dumps(chat(stream=True, max_tokens=40, ignore_eos=True)).encode()
+    sent, first_chunk = [], asyncio.Event()
+    requested = False
+
+    async def receive():
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await first_chunk.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+        if message["type"] == "http.response.body" and message.get("body"):
+            first_chunk.set()
+
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": URL, "raw_path": URL.encode(), "query_string": b"",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+             "client": ("test", 1), "server": ("test", 80), "root_path": ""}
+    await asyncio.wait_for(app(scope, receive, send), timeout=10)
+    chunks = [m for m in sent if m["type"] == "http.response.body" and m.get("body")]
+    assert 1 <= len(chunks) < 10
+    assert backend.llm.closed_early == 1
