@@ -68,8 +68,9 @@ def run(repository: Path, threads: int = 2, rounds: int = 5, sizes=(64, 256), st
                 mine.append(timed(ours, size))
                 theirs.append(timed(peer, size))
             rows.append((size, statistics.median(mine), statistics.median(theirs)))
-    lines = [f"Model `{model}`, {steps} steps, guidance {guidance}, n=1. Threads: {threads} (ONNX Runtime "
-             f"intra-op in Triton; torch in-process). {rounds} interleaved rounds per size, a new seed each; medians.",
+    lines = [(f"Model `{model}`, {steps} steps, guidance {guidance}, n=1. Threads: {threads} (ONNX Runtime "
+              f"intra-op in Triton; torch in-process). {rounds} interleaved rounds per size, a new seed each; "
+              "medians."),
              "",
              "| size | modelgate end to end (s/image) | diffusers in-process (s/image) | ratio |",
              "|---|---:|---:|---:|"]

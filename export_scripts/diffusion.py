@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> list[str]:
         log.info("%s is up to date", name)
         return served_models(name)
 
-    import torch  # noqa: PLC0415 - heavy, export-only
+    import torch
 
     torch.manual_seed(TINY_SEED)
     pipe = build_tiny_pipeline() if args.model == TINY else load_pipeline(args.model)
@@ -112,14 +112,15 @@ def run(args: argparse.Namespace) -> list[str]:
 
 def clip_tokenizer_from_open_clip():
     """CLIPTokenizer from the BPE merges that ship in the open-clip-torch wheel (read, not copied)."""
-    from transformers import CLIPTokenizer  # noqa: PLC0415
+    from transformers import CLIPTokenizer
 
     spec = importlib.util.find_spec("open_clip")  # not imported: it needs torchvision, we need one file
     if spec is None or not spec.submodule_search_locations:
         raise ExportError("the tiny model needs open-clip-torch for its CLIP vocabulary: pip install --no-deps "
                           "open-clip-torch")
     path = Path(next(iter(spec.submodule_search_locations))) / "bpe_simple_vocab_16e6.txt.gz"
-    lines = gzip.open(path, "rt", encoding="utf-8").read().split("\n")
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        lines = fh.read().split("\n")
     merges = lines[1 : 49152 - 256 - 2 + 1]  # the slice OpenAI's CLIP uses: 48,894 merges
     base = list(_bytes_to_unicode().values())
     tokens = base + [b + "</w>" for b in base] + ["".join(m.split()) for m in merges]
@@ -147,8 +148,8 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 def build_tiny_pipeline():
     """A Stable-Diffusion-shaped pipeline with random weights: 8x VAE, 2-level UNet, 4-layer CLIP text."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel  # noqa: PLC0415
-    from transformers import CLIPTextConfig, CLIPTextModel  # noqa: PLC0415
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = clip_tokenizer_from_open_clip()
     hidden = 64
@@ -176,11 +177,11 @@ def build_tiny_pipeline():
 
 
 def load_pipeline(model: str):
-    from diffusers import StableDiffusionPipeline  # noqa: PLC0415
+    from diffusers import StableDiffusionPipeline
 
     try:
         pipe = StableDiffusionPipeline.from_pretrained(model, safety_checker=None, requires_safety_checker=False)
-    except Exception as exc:  # noqa: BLE001 - hub, file and format errors all mean "cannot export this"
+    except Exception as exc:
         raise ExportError(f"cannot load Stable Diffusion pipeline {model!r}: {exc}") from exc
     unet = pipe.unet.config
     if unet.get("time_cond_proj_dim") or unet.get("addition_embed_type") or unet.get("class_embed_type"):
@@ -189,9 +190,9 @@ def load_pipeline(model: str):
 
 
 def _scheduler_class(name: str):
-    import diffusers  # noqa: PLC0415
+    import diffusers
 
-    from triton_models.diffusion.schedulers import SCHEDULERS  # noqa: PLC0415
+    from triton_models.diffusion.schedulers import SCHEDULERS
 
     if name not in SCHEDULERS:
         raise ExportError(f"--scheduler {name!r}: supported are {', '.join(SCHEDULERS)}")
@@ -208,7 +209,7 @@ def pipeline_settings(pipe, args, name: str) -> dict:
         sizes = TINY_SIZES
     else:
         sizes = ",".join(f"{s}x{s}" for s in sorted({256, 512, native}) if s <= native)
-    from triton_models.diffusion.pipeline import Settings  # noqa: PLC0415
+    from triton_models.diffusion.pipeline import Settings
 
     try:
         parsed = Settings.parse_sizes(sizes)
@@ -238,9 +239,9 @@ def pipeline_settings(pipe, args, name: str) -> dict:
 # -- ONNX export ---------------------------------------------------------------------------------------
 
 def export_networks(pipe, staging: Path, name: str, opset: int) -> None:
-    import torch  # noqa: PLC0415
+    import torch
 
-    from triton_models.diffusion.pipeline import NETWORKS  # noqa: PLC0415
+    from triton_models.diffusion.pipeline import NETWORKS
 
     class TextEncoder(torch.nn.Module):
         def __init__(self, model):
@@ -299,7 +300,7 @@ def export_networks(pipe, staging: Path, name: str, opset: int) -> None:
 
 def write_pipeline_files(pipe, version_dir: Path) -> None:
     """tokenizer.json (padding and truncation to 77 built in), scheduler_config.json, the model.py shim."""
-    from triton_models.diffusion.pipeline import SCHEDULER_FILE, TOKENIZER_FILE  # noqa: PLC0415
+    from triton_models.diffusion.pipeline import SCHEDULER_FILE, TOKENIZER_FILE
 
     version_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = pipe.tokenizer
@@ -320,8 +321,8 @@ def write_pipeline_files(pipe, version_dir: Path) -> None:
 
 def ort_pipeline(repository: Path, name: str, settings: dict, threads: int = 0):
     """The numpy pipeline over ONNX Runtime sessions of an exported model (parity checks, tests, bench)."""
-    from triton_models.diffusion.pipeline import StableDiffusion, bind_networks  # noqa: PLC0415
-    from triton_models.ort_runner import create_session  # noqa: PLC0415
+    from triton_models.diffusion.pipeline import StableDiffusion, bind_networks
+    from triton_models.ort_runner import create_session
 
     names = part_names(name)
     sessions = {part: create_session(repository / model / "1" / "model.onnx", threads) for part, model in names.items()}
@@ -333,10 +334,10 @@ def ort_pipeline(repository: Path, name: str, settings: dict, threads: int = 0):
 
 def check_parity(pipe, staging: Path, name: str, settings: dict) -> float:
     """ExportError unless tokens match exactly and images match diffusers within PARITY_TOLERANCE."""
-    import torch  # noqa: PLC0415
+    import torch
 
-    from triton_models.diffusion.pipeline import ImageRequest, Settings, initial_latents  # noqa: PLC0415
-    from triton_models.diffusion.schedulers import UnsupportedSchedulerError  # noqa: PLC0415
+    from triton_models.diffusion.pipeline import ImageRequest, Settings, initial_latents
+    from triton_models.diffusion.schedulers import UnsupportedSchedulerError
 
     try:
         ours = ort_pipeline(staging, name, settings)
@@ -376,7 +377,7 @@ def check_parity(pipe, staging: Path, name: str, settings: dict) -> float:
 # -- Triton configs ---------------------------------------------------------------------------------------
 
 def write_configs(repository: Path, name: str, settings: dict, args, hidden_size: int) -> None:
-    from triton_models.diffusion.pipeline import Settings  # noqa: PLC0415
+    from triton_models.diffusion.pipeline import Settings
 
     names = part_names(name)
     channels = int(settings["latent_channels"])

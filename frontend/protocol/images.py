@@ -15,6 +15,7 @@ class ImageGenerationRequest(OpenAIRequest):
     n: int = Field(1, ge=1, le=10)
     size: str | None = None  # "WxH" from the model's sizes; None or "auto": the model's default
     response_format: Literal["url", "b64_json"] | None = None  # None: url, as OpenAI's DALL-E models
+    output_format: Literal["png"] | None = None  # PNG only: a request for jpeg or webp is refused, not ignored
     # Accepted and logged; a diffusion model has no equivalent knob.
     quality: str | None = None
     style: str | None = None

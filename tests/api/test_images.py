@@ -166,6 +166,7 @@ async def test_links_signed_with_another_secret_are_404():
         ({"prompt": "x", "steps": 51}, 400, "steps"),
         ({"prompt": "x", "seed": -1}, 400, "seed"),
         ({"prompt": "x", "response_format": "jpeg"}, 400, "response_format"),
+        ({"prompt": "x", "output_format": "jpeg"}, 400, "output_format"),
         ({"prompt": "x", "model": "nope"}, 404, "model"),
         ({"prompt": "x", "model": "emb"}, 400, "model"),
     ],

@@ -38,7 +38,6 @@ class Networks:
         return (0.1 * sample + 0.01 * states[:, 0, 0, None, None, None]).astype(np.float32)
 
     def vae_decoder(self, latents):
-        n, _, h, w = latents.shape
         image = np.repeat(np.repeat(latents[:, :3].transpose(0, 2, 3, 1), 8, axis=1), 8, axis=2)
         return np.clip(image / 4 + 0.5, 0, 1).astype(np.float32)
 
@@ -61,7 +60,7 @@ def test_classifier_free_guidance_runs_negative_then_prompt_n_times():
     assert images.shape == (2, 64, 64, 3) and images.dtype == np.float32
     assert networks.texts == [["blurry", "a red fox"]]
     assert len(networks.unet_batches) == 5
-    shape, timestep, states = networks.unet_batches[0]
+    shape, _, states = networks.unet_batches[0]
     assert shape == (4, 4, 8, 8)  # 2n: unconditional half first
     assert states.tolist() == [6, 6, 9, 9]  # len("blurry") x n, len("a red fox") x n
     assert [int(b[1][0, 0]) for b in networks.unet_batches] == [801, 601, 401, 201, 1]

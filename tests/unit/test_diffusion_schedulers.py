@@ -6,7 +6,7 @@ import pytest
 diffusers = pytest.importorskip("diffusers")
 torch = pytest.importorskip("torch")
 
-from triton_models.diffusion.schedulers import (  # noqa: E402
+from triton_models.diffusion.schedulers import (
     UnsupportedSchedulerError,
     make_scheduler,
 )

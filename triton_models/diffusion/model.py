@@ -61,7 +61,7 @@ def _input_value(request, name: str):
     return value.item()
 
 
-def _error(message: str, code) -> "pb_utils.InferenceResponse":
+def _error(message: str, code) -> pb_utils.InferenceResponse:
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
 
 

@@ -85,7 +85,7 @@ class Settings:
         return tuple(sizes)
 
     @classmethod
-    def from_parameters(cls, params: dict[str, str]) -> "Settings":
+    def from_parameters(cls, params: dict[str, str]) -> Settings:
         sizes = cls.parse_sizes(params["sizes"])
         return cls(
             sizes=sizes,
@@ -139,7 +139,7 @@ class PromptTokenizer:
     """CLIP BPE via `tokenizers`; the exported tokenizer.json already pads and truncates to 77 tokens."""
 
     def __init__(self, path: Path):
-        from tokenizers import Tokenizer  # noqa: PLC0415 - keeps this module importable without it
+        from tokenizers import Tokenizer
 
         self.tokenizer = Tokenizer.from_file(str(path))
 
@@ -168,7 +168,7 @@ class StableDiffusion:
 
     @classmethod
     def from_directory(cls, directory: Path, text_encoder: TextEncoder, unet: UNet, vae_decoder: VaeDecoder,
-                       vae_scale_factor: int, latent_channels: int = 4) -> "StableDiffusion":
+                       vae_scale_factor: int, latent_channels: int = 4) -> StableDiffusion:
         """Tokenizer and scheduler config from an exported pipeline's version folder."""
         directory = Path(directory)
         scheduler_config = json.loads((directory / SCHEDULER_FILE).read_text())
