@@ -10,10 +10,13 @@ from fastapi import FastAPI
 
 from frontend.errors import install_handlers
 from frontend.middleware import BodySizeLimit, RequestContext
+from frontend.operations import CacheLayer, Gate, Operations
 from frontend.registry import ModelRegistry
+from frontend.routers import admin, metrics
 from frontend.routers import chat, completions, embeddings, health, images, models
 from frontend.services.chat import ChatService
 from frontend.services.completions import CompletionService
+from frontend.services.admin import AdminService
 from frontend.services.embeddings import EmbeddingService
 from frontend.services.images import ImageLinks, ImageService
 from frontend.services.models import ModelService
@@ -33,14 +36,18 @@ class Services:
     models: ModelService
     embeddings: EmbeddingService
     images: ImageService
+    ops: Operations  # keys, rate limits, response cache, metrics (frontend/operations.py)
+    admin: AdminService
     chat: ChatService
     completions: CompletionService
 
     @classmethod
     def build(cls, settings: Settings, backend: Backend) -> "Services":
         registry = ModelRegistry(backend, settings.model_index_ttl_s)
+        ops = Operations.build(settings)
         return cls(
-            settings=settings, backend=backend, registry=registry,
+            settings=settings, backend=backend, registry=registry, ops=ops,
+            admin=AdminService(backend, registry, ops.metrics, ops.clear_cache, settings.admin_wait_s),
             models=ModelService(backend, registry, settings.required_models),
             embeddings=EmbeddingService(backend, registry, settings.embeddings_max_inputs),
             images=ImageService(backend, registry, ImageLinks(settings.images_url_secret.get_secret_value().encode(),
@@ -69,8 +76,13 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
 
     app = FastAPI(title="modelgate", summary="OpenAI-compatible API served by NVIDIA Triton", lifespan=lifespan)
     install_handlers(app)
+    # Outermost last: RequestContext -> Gate -> BodySizeLimit -> CacheLayer -> routers (frontend/operations.py).
+    app.add_middleware(CacheLayer)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Gate)
     app.add_middleware(RequestContext)
     for module in (health, models, embeddings, images, chat, completions):
+        app.include_router(module.router)
+    for module in (admin, metrics):
         app.include_router(module.router)
     return app

@@ -72,6 +72,14 @@ class Gone(APIError):
     type = "invalid_request_error"
 
 
+class Conflict(APIError):
+    """Another operation on the same resource is in progress (admin load/unload of one model)."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "operation_in_progress"
+
+
 class ClientClosedRequest(APIError):
     """The client left before the answer was ready (nginx's 499); nobody reads the response."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -33,6 +33,23 @@ class Settings(BaseSettings):
                                          "empty: a random key per process (links die with it)")
     public_url: str = Field("", description="how clients reach this frontend, for image URLs; empty: the "
                                             "request's own scheme and host")
+
+    # Operations (docs/operations.md): API keys, rate limits, response cache, metrics, model control.
+    api_keys_file: str = Field("", description="JSON keys file (hashes, scopes, limits); see frontend/auth.py")
+    api_keys: SecretStr = Field(SecretStr(""), description="comma-separated `key` or `name=key` (or "
+                                "`name=sha256:<hex>`), every scope, the default limits; empty + no file: auth off")
+    default_requests_per_minute: int = Field(0, ge=0, description="limits of keys that set none; 0: unlimited")
+    default_tokens_per_minute: int = Field(0, ge=0)
+    default_max_concurrent: int = Field(0, ge=0)
+    redis_url: str = Field("", description="redis://host:port/db shares rate limits between replicas; "
+                                           "empty: in memory")
+    metrics_public: bool = Field(True, description="/metrics without a key; false: a key with the metrics "
+                                                   "or admin scope")
+    cache_enabled: bool = True
+    cache_max_bytes: int = Field(64 * 1024 * 1024, ge=0, description="response cache size (LRU beyond it)")
+    cache_ttl_s: float = Field(600.0, gt=0, description="how long a cached response is reused")
+    cache_scope: Literal["key", "global"] = Field("key", description="key: entries per API key; global: shared")
+    admin_wait_s: float = Field(120.0, gt=0, description="how long load/unload wait for the model's new state")
 
     @field_validator("required_models", mode="before")
     @classmethod

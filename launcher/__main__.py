@@ -44,12 +44,15 @@ def serve(args: argparse.Namespace) -> int:
         print(f"Triton: gRPC {triton.grpc_url}, HTTP {triton.http_url}, metrics :{triton.metrics_port}; "
               f"models: {', '.join(models)}", flush=True)
         print(f"OpenAI API: http://{settings.host}:{settings.port}/v1 (serving {', '.join(served)})", flush=True)
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+                    log_config=None)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from frontend import logs  # noqa: PLC0415 - the request id in every line, uvicorn's included
+
+    logs.configure("info")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:

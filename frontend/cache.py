@@ -1,0 +1,131 @@
+"""Response cache: exact-match, deterministic requests only, per API key by default.
+
+`ResponseCache` is an LRU with a time to live (cachetools.TTLCache, sized in bytes). A cached response is
+the status, the headers and the body chunks exactly as the app sent them, so a hit is byte for byte
+the miss, and a hit on a streaming request replays the same SSE events. `CacheLayer` (frontend/operations.py)
+applies it to every path in `POLICIES`; an endpoint that lands later gets caching by adding one line there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+from cachetools import TTLCache
+
+# Fields that never change the output; everything else is part of the key (model version included).
+IGNORED_FIELDS = frozenset({"user", "metadata"})
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+def _sampling_is_deterministic(body: dict) -> bool:
+    return body.get("temperature") == 0 or body.get("seed") is not None
+
+
+# Which requests may be answered from the cache: path -> "is this request deterministic?"
+POLICIES: dict[str, Callable[[dict], bool]] = {
+    "/v1/embeddings": lambda body: True,
+    "/v1/chat/completions": _sampling_is_deterministic,
+    "/v1/completions": _sampling_is_deterministic,
+    "/v1/images/generations": lambda body: body.get("seed") is not None,
+}
+
+
+def cacheable(path: str, body: object) -> bool:
+    policy = POLICIES.get(path)
+    return policy is not None and isinstance(body, dict) and policy(body)
+
+
+@dataclass(frozen=True)
+class CachedResponse:
+    model: str
+    status: int
+    headers: tuple[tuple[bytes, bytes], ...]  # as the app sent them (outer layers add theirs again)
+    chunks: tuple[bytes, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(len(c) for c in self.chunks) + 256  # + bookkeeping
+
+    @property
+    def streamed(self) -> bool:
+        return dict(self.headers).get(b"content-type", b"").startswith(b"text/event-stream")
+
+
+class ResponseRecorder:
+    """Collects what the app sends for one request; `result()` is the response if it is worth keeping."""
+
+    def __init__(self, model: str):
+        self.model = model
+        self.status = 0
+        self.headers: tuple[tuple[bytes, bytes], ...] = ()
+        self.chunks: list[bytes] = []
+        self.complete = False
+
+    def observe(self, message: dict) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = tuple((bytes(k), bytes(v)) for k, v in message.get("headers", []))
+        elif message["type"] == "http.response.body":
+            if message.get("body"):
+                self.chunks.append(message["body"])
+            self.complete = not message.get("more_body", False)
+
+    def result(self) -> CachedResponse | None:
+        """Only whole 200 responses; a stream only if it ended with [DONE] and carried no error event."""
+        if self.status != 200 or not self.complete:
+            return None
+        response = CachedResponse(self.model, self.status, self.headers, tuple(self.chunks))
+        if response.streamed:
+            body = b"".join(self.chunks)
+            if not body.endswith(SSE_DONE) or b'data: {"error"' in body:
+                return None
+        return response
+
+
+class ResponseCache:
+    """TTL + LRU over whole responses, bounded in bytes; `scope="key"` keeps each API key's entries apart."""
+
+    def __init__(self, max_bytes: int, ttl_s: float, scope: str = "key", timer: Callable[[], float] = time.monotonic):
+        if scope not in ("key", "global"):
+            raise ValueError(f"cache scope must be 'key' or 'global', not {scope!r}")
+        self.scope = scope
+        self.max_bytes = max_bytes
+        self._entries: TTLCache = TTLCache(maxsize=max_bytes, ttl=ttl_s, timer=timer,
+                                           getsizeof=lambda r: r.size)
+
+    def key(self, tenant: str, model: str, version: str, path: str, body: dict) -> str:
+        """Exact-match key: tenant (unless global), path, model and version, every output-changing field."""
+        fields = {k: v for k, v in body.items() if k not in IGNORED_FIELDS and k != "model"}
+        canonical = orjson.dumps([tenant if self.scope == "key" else "", path, model, version, fields],
+                                 option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(canonical).hexdigest()
+
+    def get(self, key: str) -> CachedResponse | None:
+        return self._entries.get(key)
+
+    def put(self, key: str, response: CachedResponse) -> bool:
+        if response.size > self.max_bytes:
+            return False
+        self._entries[key] = response
+        return True
+
+    def clear(self, model: str | None = None) -> None:
+        """Drop every entry, or those of one model (it was reloaded, perhaps with another config)."""
+        if model is None:
+            self._entries.clear()
+            return
+        for key, response in list(self._entries.items()):
+            if response.model == model:
+                self._entries.pop(key, None)
+
+    @property
+    def bytes(self) -> int:
+        self._entries.expire()
+        return int(self._entries.currsize)
+
+    def __len__(self) -> int:
+        return len(self._entries)

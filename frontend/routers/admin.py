@@ -1,0 +1,23 @@
+from fastapi import APIRouter, Request
+
+from frontend.protocol.admin import LoadRequest, ModelStatus, ModelStatusList, UnloadRequest
+
+router = APIRouter()
+
+
+@router.get("/admin/models", response_model=ModelStatusList)
+async def list_models(request: Request):
+    """Every model in Triton's repository: state, reason and OpenAI task."""
+    return await request.app.state.services.admin.list()
+
+
+@router.post("/admin/models/load", response_model=ModelStatus)
+async def load_model(body: LoadRequest, request: Request):
+    """Load (or reload, optionally with a config override) and wait until READY."""
+    return await request.app.state.services.admin.load(body.model, body.config)
+
+
+@router.post("/admin/models/unload", response_model=ModelStatus)
+async def unload_model(body: UnloadRequest, request: Request):
+    """Unload and wait until Triton reports it gone (requests in flight finish first)."""
+    return await request.app.state.services.admin.unload(body.model, body.unload_dependents)

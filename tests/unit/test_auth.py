@@ -1,0 +1,110 @@
+"""frontend.auth: keys file and env keys, bearer auth, scopes per path, the hash/generate CLI."""
+
+import json
+
+import pytest
+
+from frontend.auth import ADMIN, INFERENCE, METRICS, KeyStore, Limits, hash_key, main, required_scope
+from frontend.errors import AuthenticationError, PermissionDenied
+
+
+@pytest.fixture
+def keys_file(tmp_path):
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps({"keys": [
+        {"name": "team-a", "key_sha256": hash_key("sk-a"), "scopes": ["inference"],
+         "limits": {"requests_per_minute": 5}},
+        {"name": "ops", "key_sha256": hash_key("sk-ops").upper(), "scopes": ["admin"]},
+    ]}))
+    return path
+
+
+def test_file_keys_authenticate_by_hash_with_their_scopes_and_limits(keys_file):
+    store = KeyStore.load(str(keys_file), default_limits=Limits(tokens_per_minute=100))
+    team = store.authenticate("Bearer sk-a")
+    assert team.name == "team-a" and team.scopes == {INFERENCE}
+    assert team.limits == Limits(requests_per_minute=5, tokens_per_minute=100)  # unset: the defaults
+    assert store.authenticate("bearer  sk-ops").name == "ops"
+    assert "sk-a" not in repr(team) and hash_key("sk-a") not in repr(team)
+
+
+@pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer sk-wrong", "Basic sk-a", "sk-a"])
+def test_missing_or_wrong_keys_are_401(keys_file, header):
+    with pytest.raises(AuthenticationError) as info:
+        KeyStore.load(str(keys_file)).authenticate(header)
+    assert info.value.status == 401 and info.value.code == "invalid_api_key"
+
+
+def test_a_list_file_and_env_keys_combine(tmp_path):
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps([{"name": "a", "key_sha256": hash_key("k1")}]))
+    store = KeyStore.load(str(path), f"k2, named=k3, hashed=sha256:{hash_key('k4')}")
+    assert [store.authenticate(f"Bearer {k}").name for k in ("k1", "k2", "k3", "k4")] == ["a", "env-0", "named",
+                                                                                         "hashed"]
+    assert store.authenticate("Bearer k1").scopes == {INFERENCE}  # the file's default scope
+    assert store.authenticate("Bearer k2").scopes == {INFERENCE, ADMIN, METRICS}
+
+
+def test_no_keys_means_auth_off():
+    store = KeyStore.load()
+    assert not store.enabled and store.authenticate(None).name == "anonymous"
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"name": "a", "key_sha256": "abc"}, "64 hex"),
+    ({"name": "a", "key": "sk-plain", "key_sha256": hash_key("x")}, "never the key"),
+    ({"name": "a", "key_sha256": hash_key("x"), "scopes": ["root"]}, "unknown scopes"),
+    ({"name": "a", "key_sha256": hash_key("x"), "limits": {"rpm": 1}}, "unknown limits"),
+    ({"key_sha256": hash_key("x")}, "name"),
+])
+def test_bad_entries_are_refused_at_start(tmp_path, entry, message):
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps([entry]))
+    with pytest.raises(ValueError, match=message):
+        KeyStore.load(str(path))
+
+
+def test_duplicate_names_are_refused():
+    with pytest.raises(ValueError, match="unique"):
+        KeyStore.load(env_keys="a=k1,a=k2")
+
+
+@pytest.mark.parametrize("path, public, scope", [
+    ("/v1/embeddings", True, INFERENCE),
+    ("/v1/chat/completions", False, INFERENCE),
+    ("/admin/models", True, ADMIN),
+    ("/admin/models/load", True, ADMIN),
+    ("/health", False, None),
+    ("/health/ready", False, None),
+    ("/v1/images/files/abc.def", False, None),
+    ("/metrics", True, None),
+    ("/metrics", False, METRICS),
+    ("/admin/metrics", True, None),
+    ("/admin/metrics", False, METRICS),
+    ("/v1/anything-new", True, INFERENCE),  # closed unless listed as open
+])
+def test_required_scope(path, public, scope):
+    assert required_scope(path, public) == scope
+
+
+def test_authorize_by_scope_admin_may_scrape_metrics(keys_file):
+    store = KeyStore.load(str(keys_file))
+    team, ops = store.authenticate("Bearer sk-a"), store.authenticate("Bearer sk-ops")
+    store.authorize(team, INFERENCE)
+    store.authorize(ops, METRICS)
+    for key, scope in ((team, ADMIN), (ops, INFERENCE), (team, METRICS)):
+        with pytest.raises(PermissionDenied):
+            store.authorize(key, scope)
+
+
+def test_cli_hash_and_generate(capsys, tmp_path):
+    assert main(["hash", "sk-test"]) == 0
+    assert capsys.readouterr().out.strip() == hash_key("sk-test")
+    assert main(["generate", "--name", "svc", "--scopes", "inference,metrics", "--requests-per-minute", "9"]) == 0
+    key, entry = capsys.readouterr().out.strip().split("\n")
+    entry = json.loads(entry)
+    assert key.startswith("sk-mg-") and entry["key_sha256"] == hash_key(key)
+    assert entry["limits"] == {"requests_per_minute": 9} and entry["scopes"] == ["inference", "metrics"]
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps([entry]))  # what it prints is a valid keys-file entry
+    assert KeyStore.load(str(path)).authenticate(f"Bearer {key}").name == "svc"

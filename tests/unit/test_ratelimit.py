@@ -1,0 +1,65 @@
+"""frontend.ratelimit with in-memory storage: requests, tokens, concurrency, headers."""
+
+import pytest
+
+from frontend.auth import ApiKey, Limits
+from frontend.errors import RateLimited
+from frontend.ratelimit import RateLimiter, duration
+
+
+def key(name="k", **limits) -> ApiKey:
+    return ApiKey(name, "0" * 64, frozenset({"inference"}), Limits(**limits))
+
+
+@pytest.mark.parametrize("seconds, text", [(0.02, "20ms"), (0, "0ms"), (1.5, "1.5s"), (59.96, "60s"),
+                                           (60, "1m0s"), (361, "6m1s")])
+def test_duration_in_openai_format(seconds, text):
+    assert duration(seconds) == text
+
+
+async def test_requests_per_minute_then_429_with_retry_after_and_headers():
+    limiter, k = RateLimiter(), key(requests_per_minute=2)
+    first = dict(await limiter.admit(k))
+    assert first[b"x-ratelimit-limit-requests"] == b"2" and first[b"x-ratelimit-remaining-requests"] == b"1"
+    await limiter.admit(k)
+    with pytest.raises(RateLimited) as info:
+        await limiter.admit(k)
+    assert info.value.status == 429 and info.value.code == "rate_limit_exceeded"
+    assert 55 <= int(info.value.headers["retry-after"]) <= 60
+    assert info.value.headers["x-ratelimit-remaining-requests"] == "0"
+    assert dict(await limiter.admit(key("other", requests_per_minute=2)))[b"x-ratelimit-remaining-requests"] == b"1"
+
+
+async def test_tokens_are_charged_after_the_fact_down_to_zero():
+    limiter, k = RateLimiter(), key(tokens_per_minute=10)
+    await limiter.admit(k)
+    await limiter.charge_tokens(k, 4)
+    assert dict(await limiter.admit(k))[b"x-ratelimit-remaining-tokens"] == b"6"
+    await limiter.charge_tokens(k, 50)  # more than is left: the budget is spent, not refused
+    with pytest.raises(RateLimited, match="tokens per minute"):
+        await limiter.admit(k)
+
+
+async def test_concurrency_slots_are_taken_and_given_back():
+    limiter, k = RateLimiter(), key(max_concurrent=2)
+    await limiter.admit(k)
+    await limiter.admit(k)
+    with pytest.raises(RateLimited, match="concurrent"):
+        await limiter.admit(k)
+    await limiter.release(k)
+    await limiter.admit(k)  # a slot is free again
+
+
+async def test_a_refused_request_gives_its_slot_back():
+    limiter, k = RateLimiter(), key(max_concurrent=1, requests_per_minute=1)
+    await limiter.admit(k)
+    await limiter.release(k)
+    with pytest.raises(RateLimited, match="requests per minute"):
+        await limiter.admit(k)
+    assert await limiter.storage.get(limiter._slot(k)) == 0
+
+
+async def test_unlimited_keys_get_no_headers():
+    limiter = RateLimiter()
+    assert await limiter.admit(key()) == []
+    assert await limiter.headers(key()) == []
