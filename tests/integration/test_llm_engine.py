@@ -54,9 +54,10 @@ def parts():
     return OnnxDecoder(files / "model.onnx", threads=1), TextTokenizer(files)
 
 
-def make_engine(parts, **limits) -> Engine:
+def make_engine(parts, prefill_chunk: int = 512, **limits) -> Engine:
     decoder, tokenizer = parts
-    return Engine(decoder, tokenizer, EngineConfig(llm_tiny.CONTEXT_LENGTH, Limits(**limits)))
+    config = EngineConfig(llm_tiny.CONTEXT_LENGTH, Limits(**limits), prefill_chunk=prefill_chunk)
+    return Engine(decoder, tokenizer, config)
 
 
 def submit(engine: Engine, prompt: str, **params) -> Sink:
@@ -107,6 +108,41 @@ def test_kv_budget_preempts_and_recomputes_without_changing_the_text(parts):
         assert engine.cache.batch * engine.cache.width <= 60
     assert [s.text for s in sinks] == expected
     assert preempted  # some sequence went back to the queue mid-generation
+
+
+def test_long_prompt_is_prefilled_in_chunks_while_the_batch_decodes(parts):
+    long_prompt = "Tell me everything about " + "the sea and the sky, " * 12
+    expected = alone(parts, long_prompt, max_tokens=8, **GREEDY).text
+    engine = make_engine(parts, prefill_chunk=16)
+    short = submit(engine, "Hello", max_tokens=40, **GREEDY)
+    engine.step()
+    long = submit(engine, long_prompt, max_tokens=8, **GREEDY)
+    chunks = -(-len(parts[1].encode(long_prompt)) // 16)
+    assert chunks >= 4
+    for _ in range(chunks - 1):
+        before = len(short.outputs)
+        engine.step()
+        assert engine.prefilling and not long.outputs  # still prefilling ...
+        assert len(short.outputs) == before + 1  # ... while the running sequence keeps decoding
+    engine.step()
+    assert not engine.prefilling and len(long.outputs) == 2  # joined: first token, then a decode step
+    run(engine, [short, long])
+    assert long.text == expected
+
+
+def test_cancelled_while_prefilling_never_joins(parts):
+    engine = make_engine(parts, prefill_chunk=8, max_num_seqs=1)
+    sink = submit(engine, "word " * 40, max_tokens=4, **GREEDY)
+    engine.step()
+    assert engine.prefilling
+    waiting = submit(engine, "Hi", max_tokens=2, **GREEDY)
+    engine.step()
+    assert not waiting.outputs and engine.scheduler.waiting  # the prefilling prompt holds the only slot
+    sink.cancelled = True
+    engine.step()
+    assert not engine.prefilling and sink.outputs == [None]
+    run(engine, [waiting], max_steps=5)
+    assert waiting.finish_reason == "length"
 
 
 def test_end_of_sequence_stops_without_emitting_it(parts):

@@ -25,7 +25,6 @@ from triton_models.llm.tokenizer import TextTokenizer
 log = logging.getLogger(__name__)
 
 PREFILL_PADDING_WASTE = 0.25  # a prefill group pads at most this share of its token slots
-PREFILL_GROUP_TOKENS = 512  # prompt tokens per prefill run: the first group's tokens go out sooner
 IDLE_WAIT_S = 0.5
 
 
@@ -34,6 +33,30 @@ class EngineConfig:
     context_length: int
     limits: Limits = field(default_factory=Limits)
     cancel_check_s: float = 0.0  # minimum time between is_cancelled() calls per request (0: every step)
+    # Prompt tokens per prefill run. Longer prompts are prefilled a chunk per iteration, between decode
+    # steps of the running batch, which bounds both their stall and the [seq, vocab] logits they allocate.
+    prefill_chunk: int = 512
+
+
+@dataclass(eq=False)
+class _Prefill:
+    """A long prompt on its way into the batch: its own KV so far and how many tokens it holds."""
+
+    seq: Sequence
+    done: int = 0
+    past: list[np.ndarray] | None = None
+
+
+class _Occupancy:
+    """What admission sees: the running batch plus the long prompts still being prefilled."""
+
+    def __init__(self, cache: BatchCache, pending: list[int]):
+        self.cache = cache
+        self.pending = pending
+        self.batch = cache.batch + len(pending)
+
+    def cells_after(self, new_lengths: list[int]) -> int:
+        return self.cache.cells_after([*self.pending, *new_lengths])
 
 
 class Engine:
@@ -46,6 +69,7 @@ class Engine:
         self.scheduler = Scheduler(config.limits)
         self.cache = BatchCache(decoder.empty_past(1))
         self.running: list[Sequence] = []  # row order of self.cache
+        self.prefilling: list[_Prefill] = []  # long prompts, a chunk per iteration, oldest first
         self._lock = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -104,7 +128,7 @@ class Engine:
     def _loop(self) -> None:
         while True:
             with self._lock:
-                while not self._stopping and not self.running and not self.scheduler.waiting:
+                while not (self._stopping or self.running or self.prefilling or self.scheduler.waiting):
                     self._lock.wait(IDLE_WAIT_S)
                 if self._stopping:
                     break
@@ -118,10 +142,17 @@ class Engine:
     def step(self) -> None:
         """One iteration: cancellations, admissions (prefill), one decode step for the running batch."""
         self._reap_cancelled()
+        chunk = self.config.prefill_chunk
         with self._lock:
-            admitted = self.scheduler.admit(self.cache)
-        if admitted:
-            self._prefill(admitted)
+            pending = [job.seq.cache_tokens for job in self.prefilling]
+            admitted = self.scheduler.admit(_Occupancy(self.cache, pending))
+        short = [s for s in admitted if s.cache_tokens <= chunk]
+        self.prefilling += [_Prefill(s) for s in admitted if s.cache_tokens > chunk]
+        if short:
+            self._prefill(short)
+            self._retire()
+        if self.prefilling:
+            self._prefill_chunk()
             self._retire()
         if self.running:
             self._preempt_to_fit()
@@ -130,7 +161,7 @@ class Engine:
             self._retire()
 
     def _prefill(self, sequences: list[Sequence]) -> None:
-        for group in _length_groups(sequences):
+        for group in _length_groups(sequences, self.config.prefill_chunk):
             lengths = [s.cache_tokens for s in group]
             width = max(lengths)
             ids = np.zeros((len(group), width), np.int64)
@@ -144,6 +175,25 @@ class Engine:
             self.cache.append(present, lengths)
             self.running.extend(group)
             self._sample(group, logits)
+
+    def _prefill_chunk(self) -> None:
+        """The next chunk of the oldest long prompt; once complete it joins the batch."""
+        self.prefilling = [job for job in self.prefilling if not job.seq.finished]  # cancelled meanwhile
+        if not self.prefilling:
+            return
+        job = self.prefilling[0]
+        tokens = job.seq.tokens
+        end = min(job.done + self.config.prefill_chunk, len(tokens))
+        ids = np.asarray([tokens[job.done:end]], np.int64)
+        mask = np.ones((1, end), np.int64)
+        positions = np.arange(job.done, end, dtype=np.int64)[None]
+        logits, job.past = self.decoder.run(ids, mask, positions, job.past or self.decoder.empty_past(1))
+        job.done = end
+        if end == len(tokens):
+            self.prefilling.pop(0)
+            self.cache.append(job.past, [end])
+            self.running.append(job.seq)
+            self._sample([job.seq], logits)
 
     def _decode(self) -> None:
         tokens = np.fromiter((s.tokens[-1] for s in self.running), np.int64, len(self.running))
@@ -208,7 +258,8 @@ class Engine:
     def _reap_cancelled(self) -> None:
         now = time.monotonic()
         with self._lock:
-            requests = {id(s.request): s.request for s in (*self.running, *self.scheduler.waiting)}
+            sequences = (*self.running, *(job.seq for job in self.prefilling), *self.scheduler.waiting)
+            requests = {id(s.request): s.request for s in sequences}
         for request in requests.values():
             if request.closed or now - request.checked_at < self.config.cancel_check_s:
                 continue
@@ -229,7 +280,8 @@ class Engine:
 
     def _fail_all(self, message: str, include_waiting: bool = False) -> None:
         with self._lock:
-            sequences = [*self.running, *(self.scheduler.waiting if include_waiting else ())]
+            sequences = [*self.running, *(job.seq for job in self.prefilling),
+                         *(self.scheduler.waiting if include_waiting else ())]
             if include_waiting:
                 self.scheduler.waiting.clear()
         for request in {id(s.request): s.request for s in sequences}.values():
@@ -238,10 +290,11 @@ class Engine:
             if not request.closed:
                 self._deliver(request, True, request.sink.fail, message)
         self.running = []
+        self.prefilling = []
         self.cache = BatchCache(self.decoder.empty_past(1))
 
 
-def _length_groups(sequences: list[Sequence]) -> list[list[Sequence]]:
+def _length_groups(sequences: list[Sequence], max_tokens: int) -> list[list[Sequence]]:
     """Split a prefill into groups of similar length, so left-padding wastes little compute."""
     groups: list[list[Sequence]] = []
     for seq in sorted(sequences, key=lambda s: s.cache_tokens):
@@ -249,7 +302,7 @@ def _length_groups(sequences: list[Sequence]) -> list[list[Sequence]]:
         if group is not None:
             slots = seq.cache_tokens * (len(group) + 1)  # sorted: this one is the longest
             used = sum(s.cache_tokens for s in group) + seq.cache_tokens
-            if slots <= PREFILL_GROUP_TOKENS and slots - used <= PREFILL_PADDING_WASTE * slots:
+            if slots <= max_tokens and slots - used <= PREFILL_PADDING_WASTE * slots:
                 group.append(seq)
                 continue
         groups.append([seq])
