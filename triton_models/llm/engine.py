@@ -19,7 +19,7 @@ from triton_models.llm.decoder import OnnxDecoder
 from triton_models.llm.kv_cache import BatchCache
 from triton_models.llm.params import InvalidRequest, SamplingParams
 from triton_models.llm.scheduler import Limits, Scheduler
-from triton_models.llm.sequence import ABORT, Request, ResponseSink, Sequence
+from triton_models.llm.sequence import ABORT, PromptEmbeds, Request, ResponseSink, Sequence
 from triton_models.llm.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,27 @@ class EngineConfig:
     # Prompt tokens per prefill run. Longer prompts are prefilled a chunk per iteration, between decode
     # steps of the running batch, which bounds both their stall and the [seq, vocab] logits they allocate.
     prefill_chunk: int = 512
+
+    @classmethod
+    def from_parameters(cls, params: dict[str, str], default_context: int = 2048) -> EngineConfig:
+        """Settings from the model config's `parameters` (string values); missing keys take defaults."""
+
+        def integer(key: str, default: int) -> int:
+            value = params.get(key) or str(default)
+            try:
+                number = int(value)
+            except ValueError as exc:
+                raise ValueError(f"config parameter {key} must be an integer, got {value!r}") from exc
+            if number < 1:
+                raise ValueError(f"config parameter {key} must be >= 1, got {number}")
+            return number
+
+        limits = Limits()
+        return cls(
+            context_length=integer("context_length", default_context),
+            limits=Limits(**{key: integer(key, getattr(limits, key)) for key in vars(limits)}),
+            prefill_chunk=integer("prefill_chunk", cls.prefill_chunk),
+        )
 
 
 @dataclass(eq=False)
@@ -78,12 +99,19 @@ class Engine:
 
     def submit(
         self, prompt: str, params: SamplingParams, sink: ResponseSink, *, stream: bool = False,
-        prepend_prompt: bool = False, want_logprobs: bool = False,
+        prepend_prompt: bool = False, want_logprobs: bool = False, prompt_ids: list[int] | None = None,
+        prompt_embeds: PromptEmbeds | None = None,
     ) -> Request:
-        """Validate and queue a request. Raises InvalidRequest, or Overloaded when the queue is full."""
-        prompt_ids = self.tokenizer.encode(prompt)
+        """Validate and queue a request. Raises InvalidRequest, or Overloaded when the queue is full.
+
+        `prompt_ids` (already tokenized) skips tokenizing `prompt`; `prompt_embeds` replaces the token
+        embeddings at some prompt positions (image features at image tokens; embedding decoders only).
+        """
+        if prompt_ids is None:
+            prompt_ids = self.tokenizer.encode(prompt)
         max_new = self._max_new(len(prompt_ids), params)
-        request = Request(prompt, prompt_ids, params, stream, sink, prepend_prompt, want_logprobs)
+        request = Request(prompt, prompt_ids, params, stream, sink, prepend_prompt, want_logprobs,
+                          prompt_embeds=prompt_embeds)
         request.sequences = [Sequence(request, i, self.tokenizer, max_new) for i in range(params.n)]
         with self._lock:
             if self._stopping:
@@ -171,7 +199,9 @@ class Engine:
                 ids[row, width - length:] = seq.tokens
                 mask[row, width - length:] = 1
                 positions[row, width - length:] = np.arange(length)
-            logits, present = self.decoder.run(ids, mask, positions, self.decoder.empty_past(len(group)))
+            embeds = self._prompt_embeds(group, ids, [width - n for n in lengths], 0)
+            logits, present = self.decoder.run(ids, mask, positions, self.decoder.empty_past(len(group)),
+                                               inputs_embeds=embeds)
             self.cache.append(present, lengths)
             self.running.extend(group)
             self._sample(group, logits)
@@ -187,13 +217,29 @@ class Engine:
         ids = np.asarray([tokens[job.done:end]], np.int64)
         mask = np.ones((1, end), np.int64)
         positions = np.arange(job.done, end, dtype=np.int64)[None]
-        logits, job.past = self.decoder.run(ids, mask, positions, job.past or self.decoder.empty_past(1))
+        embeds = self._prompt_embeds([job.seq], ids, [0], job.done)
+        logits, job.past = self.decoder.run(ids, mask, positions, job.past or self.decoder.empty_past(1),
+                                            inputs_embeds=embeds)
         job.done = end
         if end == len(tokens):
             self.prefilling.pop(0)
             self.cache.append(job.past, [end])
             self.running.append(job.seq)
             self._sample([job.seq], logits)
+
+    def _prompt_embeds(self, group: list[Sequence], ids: np.ndarray, columns: list[int],
+                       start: int) -> np.ndarray | None:
+        """A prefill's input embeddings when a prompt brings its own (None: the decoder looks tokens up).
+
+        Row i holds tokens `start...` of group[i] from column `columns[i]` on.
+        """
+        if all(s.request.prompt_embeds is None for s in group):
+            return None
+        embeds = self.decoder.embed(ids)
+        for row, (seq, column) in enumerate(zip(group, columns)):
+            if seq.request.prompt_embeds is not None:
+                seq.request.prompt_embeds.place(embeds[row], column, start, start + ids.shape[1] - column)
+        return embeds
 
     def _decode(self) -> None:
         tokens = np.fromiter((s.tokens[-1] for s in self.running), np.int64, len(self.running))

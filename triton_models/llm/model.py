@@ -17,7 +17,7 @@ import triton_python_backend_utils as pb_utils
 from triton_models.llm.decoder import OnnxDecoder
 from triton_models.llm.engine import Engine, EngineConfig
 from triton_models.llm.params import InvalidRequest, SamplingParams
-from triton_models.llm.scheduler import Limits, Overloaded
+from triton_models.llm.scheduler import Overloaded
 from triton_models.llm.sequence import RequestOutput
 from triton_models.llm.tokenizer import TextTokenizer
 from triton_models.ort_runner import thread_count
@@ -62,30 +62,22 @@ class TritonPythonModel:
     def initialize(self, args):
         self.logger = pb_utils.Logger
         _forward_engine_logs()
-        config = json.loads(args["model_config"])
-        if not pb_utils.using_decoupled_model_transaction_policy(config):
+        model_config = json.loads(args["model_config"])
+        if not pb_utils.using_decoupled_model_transaction_policy(model_config):
             raise pb_utils.TritonModelException("this model must be decoupled: model_transaction_policy")
-        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        params = {k: v.get("string_value", "") for k, v in model_config.get("parameters", {}).items()}
         version_dir = Path(args["model_repository"]) / args["model_version"]
         model_file = version_dir / (params.get("model_file") or DEFAULT_MODEL_FILE)
         if not params.get("model_file") and not model_file.exists():
             model_file = version_dir / FALLBACK_MODEL_FILE
-        context_length = int(params.get("context_length") or DEFAULT_CONTEXT_LENGTH)
-        defaults = Limits()
-        limits = Limits(
-            max_num_seqs=int(params.get("max_num_seqs") or defaults.max_num_seqs),
-            max_kv_tokens=int(params.get("max_kv_tokens") or defaults.max_kv_tokens),
-            max_queue=int(params.get("max_queue") or defaults.max_queue),
-            max_prefill_tokens=int(params.get("max_prefill_tokens") or defaults.max_prefill_tokens),
-        )
+        config = EngineConfig.from_parameters(params, DEFAULT_CONTEXT_LENGTH)
         threads = thread_count(params)
         tokenizer = TextTokenizer(version_dir, params.get("eos_token"), params.get("bos_token"))
         decoder = OnnxDecoder(model_file, threads)
-        self.engine = Engine(decoder, tokenizer, EngineConfig(context_length, limits)).start()
+        self.engine = Engine(decoder, tokenizer, config).start()
         self.logger.log_info(
-            f"{args['model_name']}: {model_file.name}, {decoder.shape.num_layers} layers, "
-            f"context {context_length}, "
-            f"{limits}, {threads or 'default'} threads"
+            f"{args['model_name']}: {model_file.name}, {decoder.shape.num_layers} layers, {config}, "
+            f"{threads or 'default'} threads"
         )
 
     def execute(self, requests):
