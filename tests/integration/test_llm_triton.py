@@ -159,6 +159,28 @@ async def test_concurrent_streams_get_what_they_get_alone(client):
     assert [texts(r) for r in together] == alone
 
 
+async def test_more_streams_than_batch_rows_some_cancelled(client):
+    """24 streams on 16 rows: 8 wait for a slot; every third leaves after its first token; the rest finish."""
+
+    async def consume(i: int):
+        stream = client.stream_infer(one(make_request(f"Stream {i}", stream=True, max_tokens=20, ignore_eos=True,
+                                                      flags=("return_finish_reason", "return_num_output_tokens"))))
+        tokens, reason = 0, None
+        async for result, error in stream:
+            assert error is None
+            tokens += int(result.as_numpy("num_output_tokens")[0])
+            if result.as_numpy("finish_reason") is not None:
+                reason = result.as_numpy("finish_reason")[0]
+            if i % 3 == 0:
+                stream.cancel()
+                return None
+        return tokens, reason
+
+    results = await asyncio.wait_for(asyncio.gather(*(consume(i) for i in range(24))), timeout=120)
+    assert [r for i, r in enumerate(results) if i % 3] == [(20, b"length")] * 16
+    assert await generate(client, "Still serving", max_tokens=3)
+
+
 async def test_unknown_sampling_parameter_is_named(client):
     with pytest.raises(InferenceServerException, match="best_of"):
         await infer(client, make_request("Hi", best_of=2))
