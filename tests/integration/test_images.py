@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import time
 
 import httpx
@@ -12,12 +13,34 @@ import pytest
 from openai import OpenAI
 from PIL import Image
 
-from export_scripts.diffusion import TINY
+from export_scripts.__main__ import main as export_main
+from export_scripts.diffusion import TINY, served_models
 from frontend.settings import Settings
+from launcher.triton import TritonServer
+from tests.conftest import REPOSITORY
 from tests.integration.conftest import run_frontend
 
 pytestmark = pytest.mark.integration
 FAST = {"steps": 3}  # extension fields, through the SDK's extra_body
+
+
+@pytest.fixture(scope="module")
+def triton():
+    """Triton with only the diffusion models (exported into model_repository/ if out of date)."""
+    assert export_main(["diffusion", f"--repository={REPOSITORY}"]) == 0
+    with TritonServer(REPOSITORY, served_models(TINY)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def frontend(triton):
+    with run_frontend(Settings(triton_grpc_url=triton.grpc_url, model_index_ttl_s=1.0)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def openai_client(frontend) -> OpenAI:
+    return OpenAI(base_url=frontend.base_url, api_key="unused", max_retries=0, timeout=120)
 
 
 def png(b64: str) -> Image.Image:
@@ -107,3 +130,15 @@ def test_invalid_requests_are_400_envelopes(openai_client, kwargs, param):
 
 def test_images_model_is_listed(openai_client):
     assert TINY in {m.id for m in openai_client.models.list()}
+
+
+def test_a_client_that_leaves_cancels_the_generation(frontend, caplog):
+    caplog.set_level(logging.INFO, logger="tritonserver")
+    body = {"model": TINY, "prompt": "a slow one", "n": 2, "size": "512x512", "steps": 100, "seed": 99,
+            "response_format": "b64_json"}
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up after 2 s of ~30 s of work
+        httpx.post(f"{frontend.base_url}/images/generations", json=body, timeout=2.0)
+    deadline = time.monotonic() + 15
+    while not any("cancelled before step" in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, "the pipeline model never saw the cancellation"
+        time.sleep(0.1)

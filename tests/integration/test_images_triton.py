@@ -1,10 +1,11 @@
-"""The tiny Stable Diffusion BLS pipeline in the session's real tritonserver, over gRPC (tritonclient)."""
+"""The tiny Stable Diffusion BLS pipeline in a real tritonserver, over gRPC (tritonclient)."""
 
 from __future__ import annotations
 
 import logging
 import queue
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -12,12 +13,28 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from export_scripts.__main__ import main as export_main
 from export_scripts.common import read_config
-from export_scripts.diffusion import TINY, ort_pipeline
+from export_scripts.diffusion import TINY, ort_pipeline, served_models
 from launcher.triton import TritonServer
+from tests.conftest import REPOSITORY
 from triton_models.diffusion.pipeline import ImageRequest, to_uint8
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def sd_repository() -> Path:
+    """model_repository/ with the diffusion models exported (a no-op when they are up to date)."""
+    assert export_main(["diffusion", f"--repository={REPOSITORY}"]) == 0
+    return REPOSITORY
+
+
+@pytest.fixture(scope="module")
+def triton(sd_repository):
+    """Triton with only the diffusion models: other models' state cannot break these tests."""
+    with TritonServer(sd_repository, served_models(TINY)) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +71,11 @@ def test_images_have_the_asked_size(client, width, height):
     assert images.std() > 10  # a picture, not an empty or constant tensor
 
 
-def test_matches_the_onnx_runtime_pipeline(client, repository):
-    settings = {k: v.string_value for k, v in read_config(repository / TINY / "config.pbtxt").parameters.items()}
+def test_matches_the_onnx_runtime_pipeline(client, sd_repository):
+    settings = {k: v.string_value for k, v in read_config(sd_repository / TINY / "config.pbtxt").parameters.items()}
     request = ImageRequest("a red fox in snow", seed=42, negative_prompt="blurry", n=2, height=64, width=64,
                            steps=6, guidance_scale=5.0)
-    expected = to_uint8(ort_pipeline(repository, TINY, settings, threads=1).generate(request))
+    expected = to_uint8(ort_pipeline(sd_repository, TINY, settings, threads=1).generate(request))
     got = generate(client, request.prompt, request.seed, negative_prompt=request.negative_prompt, n=2,
                    height=64, width=64, steps=6, guidance_scale=5.0)
     assert got.shape == expected.shape
