@@ -1,4 +1,8 @@
-"""The ONNX decoder: one ONNX Runtime session speaking the HF/optimum past_key_values signature."""
+"""The ONNX decoder: one ONNX Runtime session speaking the HF/optimum past_key_values signature.
+
+A decoder whose graph takes `inputs_embeds` instead of `input_ids` (a vision-language model's language model)
+gets its token-embedding table: token ids are looked up here, and a prefill may pass its own embeddings.
+"""
 
 from __future__ import annotations
 
@@ -33,9 +37,14 @@ class OnnxDecoder:
     """Runs the decoder on a left-padded batch: inputs ids, mask, positions and the past; returns the last
     position's logits and the present (past + new tokens) for every layer."""
 
-    def __init__(self, path: Path, threads: int = 0, session: ort.InferenceSession | None = None):
+    def __init__(self, path: Path, threads: int = 0, session: ort.InferenceSession | None = None,
+                 embeddings: np.ndarray | None = None):
         self.session = session or create_session(path, threads)
         inputs = {i.name: i for i in self.session.get_inputs()}
+        self.takes_embeds = "inputs_embeds" in inputs
+        if self.takes_embeds and embeddings is None:
+            raise ValueError(f"{path}: the graph takes inputs_embeds; give its token-embedding table")
+        self.embeddings = embeddings
         past = sorted((int(m.group(1)), m.group(2)) for m in map(_PAST.match, inputs) if m)
         layers = 1 + max(i for i, _ in past) if past else 0
         if not layers or len(past) != 2 * layers:
@@ -51,6 +60,10 @@ class OnnxDecoder:
         self.output_names = ["logits", *self.present_names]
         self.has_position_ids = "position_ids" in inputs
 
+    def embed(self, input_ids: np.ndarray) -> np.ndarray:
+        """Token embeddings [batch, seq, hidden] of an embedding graph (a copy: callers may overwrite rows)."""
+        return self.embeddings[input_ids]
+
     def empty_past(self, batch: int) -> list[np.ndarray]:
         s = self.shape
         return [np.zeros((batch, s.num_kv_heads, 0, s.head_dim), s.dtype)] * (2 * s.num_layers)
@@ -61,8 +74,16 @@ class OnnxDecoder:
         attention_mask: np.ndarray,
         position_ids: np.ndarray,
         past: list[np.ndarray],
+        inputs_embeds: np.ndarray | None = None,
     ) -> tuple[np.ndarray, list[np.ndarray]]:
-        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        """`inputs_embeds` (optional, embedding graphs only) replaces the lookup of `input_ids`."""
+        if self.takes_embeds:
+            embeds = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
+            feeds = {"inputs_embeds": embeds, "attention_mask": attention_mask}
+        elif inputs_embeds is not None:
+            raise ValueError("this decoder takes input_ids, not inputs_embeds")
+        else:
+            feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.has_position_ids:
             feeds["position_ids"] = position_ids
         feeds.update(zip(self.past_names, past))

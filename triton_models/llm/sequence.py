@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+import numpy as np
+
 from triton_models.llm.params import SamplingParams
 from triton_models.llm.sampler import Sampler, TokenLogprobs
 from triton_models.llm.stops import StopMatcher
@@ -40,6 +42,20 @@ class ResponseSink(Protocol):
     def fail(self, message: str) -> None: ...
 
 
+@dataclass(frozen=True)
+class PromptEmbeds:
+    """Embeddings that replace the token lookup at some prompt positions (image features at image tokens)."""
+
+    positions: np.ndarray  # token indices into the prompt
+    values: np.ndarray  # [len(positions), hidden]
+
+    def place(self, row: np.ndarray, column: int, start: int, end: int) -> None:
+        """Write the values for prompt tokens [start, end) into `row` [columns, hidden], token `start` at
+        `column` (a prefill's left padding, or a chunk's offset)."""
+        keep = (self.positions >= start) & (self.positions < end)
+        row[column + self.positions[keep] - start] = self.values[keep]
+
+
 _ids = itertools.count()
 
 
@@ -58,6 +74,7 @@ class Request:
     responses: int = 0
     closed: bool = False  # the final flag (or an error) went out
     checked_at: float = 0.0  # last is_cancelled() call
+    prompt_embeds: PromptEmbeds | None = None  # image features, placed at prefill (and re-prefill)
 
     @property
     def finished(self) -> bool:
