@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="default steps (default 10 tiny, 1 turbo, 50 otherwise)")
     parser.add_argument("--guidance-scale", type=float, help="default guidance (default 0 turbo, 7.5 otherwise)")
     parser.add_argument("--scheduler", help="replace the pipeline's scheduler by this diffusers class, "
-                                            "e.g. DDIMScheduler, EulerDiscreteScheduler")
+                                            "e.g. DDIMScheduler, EulerDiscreteScheduler, DPMSolverMultistepScheduler")
     parser.add_argument("--max-n", type=int, default=4, help="most images per request")
     parser.add_argument("--max-steps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=0, help="intra_op_thread_count of each network (0: ORT's)")

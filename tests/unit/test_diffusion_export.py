@@ -162,3 +162,10 @@ def test_exports_a_diffusers_folder(tmp_path, folder, scheduler, expected):
     assert {k: p[k] for k in expected} == expected
     assert p["sizes"] == "256x256" and p["random_weights"] == "false"  # native size: sample_size 32 x 8
     assert (repo / folder / "1" / TOKENIZER_FILE).exists()
+
+
+def test_scheduler_can_be_replaced(tmp_path):
+    assert export_main(["diffusion", f"--repository={tmp_path}", "--name=tiny-dpm",
+                        "--scheduler=DPMSolverMultistepScheduler"]) == 0  # parity checked against diffusers' own
+    assert params(tmp_path, "tiny-dpm")["scheduler"] == "DPMSolverMultistepScheduler"
+    assert json.loads((tmp_path / "tiny-dpm" / "1" / SCHEDULER_FILE).read_text())["beta_schedule"] == "scaled_linear"

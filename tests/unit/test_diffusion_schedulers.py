@@ -26,6 +26,15 @@ CASES = [
     ("EulerDiscreteScheduler", {**SD, "steps_offset": 1, "timestep_spacing": "leading"}),
     ("EulerDiscreteScheduler", {**SD}),
     ("EulerDiscreteScheduler", {**SD, "use_karras_sigmas": True, "prediction_type": "v_prediction"}),
+    ("DPMSolverMultistepScheduler", {**SD}),  # "DPM++ 2M"
+    ("DPMSolverMultistepScheduler", {**SD, "use_karras_sigmas": True, "steps_offset": 1}),
+    ("DPMSolverMultistepScheduler", {**SD, "algorithm_type": "dpmsolver", "solver_type": "heun",
+                                     "timestep_spacing": "leading", "steps_offset": 1,
+                                     "final_sigmas_type": "sigma_min"}),
+    ("DPMSolverMultistepScheduler", {**SD, "solver_type": "heun", "prediction_type": "v_prediction",
+                                     "timestep_spacing": "trailing", "lower_order_final": False,
+                                     "final_sigmas_type": "sigma_min"}),
+    ("DPMSolverMultistepScheduler", {**SD, "solver_order": 1, "lambda_min_clipped": -5.1}),
 ]
 
 
@@ -70,6 +79,8 @@ def test_unknown_scheduler_is_refused():
         {"_class_name": "DDIMScheduler", "rescale_betas_zero_snr": True},
         {"_class_name": "EulerDiscreteScheduler", "use_exponential_sigmas": True},
         {"_class_name": "DDIMScheduler", "beta_schedule": "sigmoid"},
+        {"_class_name": "DPMSolverMultistepScheduler", "solver_order": 3},
+        {"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++"},
     ],
 )
 def test_unsupported_options_are_refused(config):

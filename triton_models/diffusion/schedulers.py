@@ -228,6 +228,112 @@ class EulerDiscreteScheduler(_Discrete):
         return (sample + derivative * (self.sigmas[index + 1] - sigma)).astype(sample.dtype)
 
 
+class DPMSolverMultistepScheduler(_Discrete):
+    """diffusers.DPMSolverMultistepScheduler, deterministic variants: DPM-Solver(++) of order 1 or 2 ("DPM++ 2M")."""
+
+    def __init__(self, config: dict):
+        super().__init__(config)
+        _reject(config, use_exponential_sigmas=False, use_beta_sigmas=False, use_lu_lambdas=False,
+                use_flow_sigmas=False, variance_type=None)
+        self.algorithm = config.get("algorithm_type", "dpmsolver++")
+        self.order = int(config.get("solver_order", 2))
+        self.solver_type = config.get("solver_type", "midpoint")
+        if self.algorithm not in ("dpmsolver++", "dpmsolver") or self.order not in (1, 2) \
+                or self.solver_type not in ("midpoint", "heun"):
+            raise UnsupportedSchedulerError(
+                f"DPMSolverMultistepScheduler: {self.algorithm} order {self.order} {self.solver_type} is not "
+                "supported (dpmsolver++ or dpmsolver, order 1 or 2, midpoint or heun)")
+        if self.algorithm == "dpmsolver" and config.get("final_sigmas_type", "zero") == "zero":
+            raise UnsupportedSchedulerError("DPMSolverMultistepScheduler: dpmsolver needs final_sigmas_type sigma_min")
+        self.sigmas = np.zeros(1)
+        self.outputs: list[np.ndarray] = []
+
+    def set_timesteps(self, steps: int) -> np.ndarray:
+        self._check_steps(steps)
+        n = self.num_train_timesteps
+        spacing = self.config.get("timestep_spacing", "linspace")
+        lambdas = 0.5 * np.log(self.alphas_cumprod) - 0.5 * np.log(1 - self.alphas_cumprod)
+        clipped = int(np.searchsorted(lambdas[::-1], float(self.config.get("lambda_min_clipped", -math.inf))))
+        last = n - clipped
+        if spacing == "linspace":
+            timesteps = np.linspace(0, last - 1, steps + 1).round()[::-1][:-1].astype(np.int64)
+        elif spacing == "leading":
+            ratio = last // (steps + 1)
+            timesteps = (np.arange(0, steps + 1) * ratio).round()[::-1][:-1].astype(np.int64) + self.steps_offset
+        elif spacing == "trailing":
+            timesteps = np.arange(last, 0, -n / steps).round().astype(np.int64) - 1
+        else:
+            raise UnsupportedSchedulerError(f"timestep_spacing {spacing!r} is not supported")
+        all_sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5
+        if self.config.get("use_karras_sigmas"):
+            sigma_min = self.config.get("sigma_min") or all_sigmas[0]
+            sigma_max = self.config.get("sigma_max") or all_sigmas[-1]
+            rho, ramp = 7.0, np.linspace(0, 1, steps)
+            sigmas = (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+            timesteps = np.array([_sigma_to_t(s, np.log(all_sigmas)) for s in sigmas])
+            if self.config.get("beta_schedule") != "squaredcos_cap_v2":
+                timesteps = timesteps.round()
+        else:
+            sigmas = np.interp(timesteps, np.arange(n), all_sigmas)
+        final = self.config.get("final_sigmas_type", "zero")
+        if final not in ("zero", "sigma_min"):
+            raise UnsupportedSchedulerError(f"final_sigmas_type {final!r} is not supported")
+        last_sigma = all_sigmas[0] if final == "sigma_min" else 0.0
+        self.sigmas = np.concatenate([sigmas, [last_sigma]]).astype(np.float32).astype(np.float64)
+        self.timesteps = timesteps.astype(np.int64).astype(np.float64)
+        self.num_inference_steps = len(self.timesteps)
+        self.outputs = []
+        return self.timesteps
+
+    @staticmethod
+    def _alpha_sigma_lambda(sigma: float) -> tuple[float, float, float]:
+        alpha = 1 / (sigma**2 + 1) ** 0.5
+        with np.errstate(divide="ignore"):  # sigma 0 at the end: lambda is +inf, exp(-h) is 0
+            return alpha, sigma * alpha, float(np.log(alpha) - np.log(sigma * alpha))
+
+    def step(self, model_output: np.ndarray, index: int, sample: np.ndarray) -> np.ndarray:
+        sigma = self.sigmas[index]
+        alpha_s, sigma_s, lambda_s = self._alpha_sigma_lambda(sigma)
+        plus = self.algorithm == "dpmsolver++"
+        if self.prediction_type == "epsilon":
+            converted = (sample - sigma_s * model_output) / alpha_s if plus else model_output
+        elif self.prediction_type == "v_prediction":
+            converted = (alpha_s * sample - sigma_s * model_output if plus
+                         else alpha_s * model_output + sigma_s * sample)
+        elif self.prediction_type == "sample":
+            converted = model_output if plus else (sample - alpha_s * model_output) / sigma_s
+        else:
+            raise UnsupportedSchedulerError(f"prediction_type {self.prediction_type!r} is not supported")
+        self.outputs = [*self.outputs[-(self.order - 1):], converted] if self.order > 1 else [converted]
+
+        steps = self.num_inference_steps
+        final = index == steps - 1 and (
+            self.config.get("euler_at_final", False)
+            or (self.config.get("lower_order_final", True) and steps < 15)
+            or self.config.get("final_sigmas_type", "zero") == "zero")
+        alpha_t, sigma_t, lambda_t = self._alpha_sigma_lambda(self.sigmas[index + 1])
+        h = lambda_t - lambda_s
+        m0 = converted
+        if self.order == 1 or index == 0 or final:
+            if plus:
+                prev = (sigma_t / sigma_s) * sample - alpha_t * (np.exp(-h) - 1.0) * m0
+            else:
+                prev = (alpha_t / alpha_s) * sample - sigma_t * (np.exp(h) - 1.0) * m0
+        else:
+            _, _, lambda_s1 = self._alpha_sigma_lambda(self.sigmas[index - 1])
+            r0 = (lambda_s - lambda_s1) / h
+            d1 = (1.0 / r0) * (m0 - self.outputs[-2])
+            if plus:
+                e = np.exp(-h) - 1.0
+                tail = -0.5 * alpha_t * e * d1 if self.solver_type == "midpoint" else alpha_t * (e / h + 1.0) * d1
+                prev = (sigma_t / sigma_s) * sample - alpha_t * e * m0 + tail
+            else:
+                e = np.exp(h) - 1.0
+                tail = 0.5 * sigma_t * e * d1 if self.solver_type == "midpoint" else sigma_t * (e / h - 1.0) * d1
+                prev = (alpha_t / alpha_s) * sample - sigma_t * e * m0 - tail
+        return prev.astype(sample.dtype)
+
+
 def _sigma_to_t(sigma: float, log_sigmas: np.ndarray) -> float:
     log_sigma = np.log(max(sigma, 1e-10))
     dists = log_sigma - log_sigmas
@@ -236,7 +342,8 @@ def _sigma_to_t(sigma: float, log_sigmas: np.ndarray) -> float:
     return float((1 - w) * low + w * (low + 1))
 
 
-SCHEDULERS = {cls.__name__: cls for cls in (DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler)}
+SCHEDULERS = {cls.__name__: cls for cls in (DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler,
+                                             DPMSolverMultistepScheduler)}
 
 
 def make_scheduler(config: dict):
