@@ -145,6 +145,46 @@ def test_cancelled_while_prefilling_never_joins(parts):
     assert waiting.finish_reason == "length"
 
 
+def test_a_known_prompt_prefix_is_not_prefilled_again(parts):
+    engine = make_engine(parts)
+    runs = []
+    real_run = engine.decoder.run
+
+    def recording_run(input_ids, *args, **kwargs):
+        runs.append(input_ids.shape)
+        return real_run(input_ids, *args, **kwargs)
+
+    engine.decoder = _Recording(engine.decoder, recording_run)
+    prompt = "You are a helpful assistant. Answer briefly. Question: why?"
+    first = submit(engine, prompt, max_tokens=6, **GREEDY)
+    run(engine, [first])
+    prompt_tokens = len(parts[1].encode(prompt))
+    assert runs[0] == (1, prompt_tokens)
+    runs.clear()
+    again = submit(engine, prompt, max_tokens=6, **GREEDY)
+    longer = submit(engine, prompt + " And how?", max_tokens=6, **GREEDY)
+    run(engine, [again, longer])
+    assert again.text == first.text
+    assert runs[0] == (1, 1)  # only the last prompt token runs
+    assert runs[1][1] == len(parts[1].encode(prompt + " And how?")) - prompt_tokens  # only the new words
+    off = make_engine(parts)
+    off.prefix_cache.capacity = 0
+    alone_longer = submit(off, prompt + " And how?", max_tokens=6, **GREEDY)
+    run(off, [alone_longer])
+    assert longer.text == alone_longer.text
+
+
+class _Recording:
+    """The decoder with its `run` swapped for a recording one."""
+
+    def __init__(self, decoder, run):
+        self._decoder = decoder
+        self.run = run
+
+    def __getattr__(self, name):
+        return getattr(self._decoder, name)
+
+
 def test_end_of_sequence_stops_without_emitting_it(parts):
     _decoder, tokenizer = parts
     free = alone(parts, "Hello there", max_tokens=6, **GREEDY)

@@ -8,6 +8,7 @@ queues; responses go out from the engine thread through each request's ResponseS
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -18,6 +19,7 @@ import numpy as np
 from triton_models.llm.decoder import OnnxDecoder
 from triton_models.llm.kv_cache import BatchCache
 from triton_models.llm.params import InvalidRequest, SamplingParams
+from triton_models.llm.prefix_cache import PrefixCache
 from triton_models.llm.scheduler import Limits, Scheduler
 from triton_models.llm.sequence import ABORT, PromptEmbeds, Request, ResponseSink, Sequence
 from triton_models.llm.tokenizer import TextTokenizer
@@ -36,19 +38,21 @@ class EngineConfig:
     # Prompt tokens per prefill run. Longer prompts are prefilled a chunk per iteration, between decode
     # steps of the running batch, which bounds both their stall and the [seq, vocab] logits they allocate.
     prefill_chunk: int = 512
+    # Token slots of recent prompts' KV kept for reuse by prompts starting the same way (0: off).
+    prefix_cache_tokens: int = 4096
 
     @classmethod
     def from_parameters(cls, params: dict[str, str], default_context: int = 2048) -> EngineConfig:
         """Settings from the model config's `parameters` (string values); missing keys take defaults."""
 
-        def integer(key: str, default: int) -> int:
+        def integer(key: str, default: int, minimum: int = 1) -> int:
             value = params.get(key) or str(default)
             try:
                 number = int(value)
             except ValueError as exc:
                 raise ValueError(f"config parameter {key} must be an integer, got {value!r}") from exc
-            if number < 1:
-                raise ValueError(f"config parameter {key} must be >= 1, got {number}")
+            if number < minimum:
+                raise ValueError(f"config parameter {key} must be >= {minimum}, got {number}")
             return number
 
         limits = Limits()
@@ -56,6 +60,7 @@ class EngineConfig:
             context_length=integer("context_length", default_context),
             limits=Limits(**{key: integer(key, getattr(limits, key)) for key in vars(limits)}),
             prefill_chunk=integer("prefill_chunk", cls.prefill_chunk),
+            prefix_cache_tokens=integer("prefix_cache_tokens", cls.prefix_cache_tokens, minimum=0),
         )
 
 
@@ -91,6 +96,7 @@ class Engine:
         self.cache = BatchCache(decoder.empty_past(1))
         self.running: list[Sequence] = []  # row order of self.cache
         self.prefilling: list[_Prefill] = []  # long prompts, a chunk per iteration, oldest first
+        self.prefix_cache = PrefixCache(config.prefix_cache_tokens)
         self._lock = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -174,8 +180,15 @@ class Engine:
         with self._lock:
             pending = [job.seq.cache_tokens for job in self.prefilling]
             admitted = self.scheduler.admit(_Occupancy(self.cache, pending))
-        short = [s for s in admitted if s.cache_tokens <= chunk]
-        self.prefilling += [_Prefill(s) for s in admitted if s.cache_tokens > chunk]
+        short = []
+        for seq in admitted:
+            job = self._cached_prefix(seq)
+            if job is not None and seq.cache_tokens - job.done <= chunk:
+                self._advance(job)  # the rest of a known prompt: one short run now
+            elif job is not None or seq.cache_tokens > chunk:
+                self.prefilling.append(job or _Prefill(seq))
+            else:
+                short.append(seq)
         if short:
             self._prefill(short)
             self._retire()
@@ -204,14 +217,32 @@ class Engine:
                                                inputs_embeds=embeds)
             self.cache.append(present, lengths)
             self.running.extend(group)
+            for row, (seq, length) in enumerate(zip(group, lengths)):
+                self._remember(seq, functools.partial(_row_kv, present, row, width - length))
             self._sample(group, logits)
+
+    def _cached_prefix(self, seq: Sequence) -> _Prefill | None:
+        """A prefill job starting after the longest cached prefix of the sequence's tokens, if any."""
+        if seq.request.prompt_embeds is not None:  # image features hide behind placeholder token ids
+            return None
+        hit = self.prefix_cache.lookup(seq.tokens)
+        return _Prefill(seq, done=hit[0], past=hit[1]) if hit is not None else None
+
+    def _remember(self, seq: Sequence, kv) -> None:
+        """Offer a prefilled sequence's KV (a callable, to copy only when kept) to the prefix cache."""
+        if seq.request.prompt_embeds is None:
+            self.prefix_cache.insert(seq.tokens, kv)
 
     def _prefill_chunk(self) -> None:
         """The next chunk of the oldest long prompt; once complete it joins the batch."""
         self.prefilling = [job for job in self.prefilling if not job.seq.finished]  # cancelled meanwhile
         if not self.prefilling:
             return
-        job = self.prefilling[0]
+        if self._advance(self.prefilling[0]):
+            self.prefilling.pop(0)
+
+    def _advance(self, job: _Prefill) -> bool:
+        """Prefill the job's next chunk; once the prompt is complete it joins the batch (True)."""
         tokens = job.seq.tokens
         end = min(job.done + self.config.prefill_chunk, len(tokens))
         ids = np.asarray([tokens[job.done:end]], np.int64)
@@ -221,11 +252,13 @@ class Engine:
         logits, job.past = self.decoder.run(ids, mask, positions, job.past or self.decoder.empty_past(1),
                                             inputs_embeds=embeds)
         job.done = end
-        if end == len(tokens):
-            self.prefilling.pop(0)
-            self.cache.append(job.past, [end])
-            self.running.append(job.seq)
-            self._sample([job.seq], logits)
+        if end < len(tokens):
+            return False
+        self.cache.append(job.past, [end])
+        self.running.append(job.seq)
+        self._remember(job.seq, lambda: job.past)
+        self._sample([job.seq], logits)
+        return True
 
     def _prompt_embeds(self, group: list[Sequence], ids: np.ndarray, columns: list[int],
                        start: int) -> np.ndarray | None:
@@ -338,6 +371,11 @@ class Engine:
         self.running = []
         self.prefilling = []
         self.cache = BatchCache(self.decoder.empty_past(1))
+
+
+def _row_kv(present: list[np.ndarray], row: int, start: int) -> list[np.ndarray]:
+    """One row of a left-padded prefill's KV, without its padding columns."""
+    return [np.ascontiguousarray(kv[row:row + 1, :, start:]) for kv in present]
 
 
 def _length_groups(sequences: list[Sequence], max_tokens: int) -> list[list[Sequence]]:
