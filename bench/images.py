@@ -8,6 +8,7 @@ answers. modelgate's time includes PNG encoding, base64 and HTTP; diffusers' end
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from pathlib import Path
@@ -38,6 +39,7 @@ def run(repository: Path, threads: int = 2, rounds: int = 5, sizes=(64, 256), st
     from export_scripts.diffusion import served_models
 
     torch.set_num_threads(threads)
+    load = os.getloadavg()[0]
     pipe = reference_pipeline(repository, model)
     pipe.set_progress_bar_config(disable=True)
     guidance = 7.5
@@ -70,7 +72,8 @@ def run(repository: Path, threads: int = 2, rounds: int = 5, sizes=(64, 256), st
             rows.append((size, statistics.median(mine), statistics.median(theirs)))
     lines = [(f"Model `{model}`, {steps} steps, guidance {guidance}, n=1. Threads: {threads} (ONNX Runtime "
               f"intra-op in Triton; torch in-process). {rounds} interleaved rounds per size, a new seed each; "
-              "medians."),
+              f"medians. Load average at the start: {load:.1f} on {os.cpu_count()} cores (other work running; "
+              "torch with several threads suffers most from it, at small sizes above all)."),
              "",
              "| size | modelgate end to end (s/image) | diffusers in-process (s/image) | ratio |",
              "|---|---:|---:|---:|"]
