@@ -19,6 +19,7 @@ EXPORTERS = {
     "embeddings": "export_scripts.embeddings",
     "llm": "export_scripts.llm",
     "diffusion": "export_scripts.diffusion",
+    "llava": "export_scripts.llava",
 }
 
 

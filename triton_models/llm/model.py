@@ -73,7 +73,10 @@ class TritonPythonModel:
         config = EngineConfig.from_parameters(params, DEFAULT_CONTEXT_LENGTH)
         threads = thread_count(params)
         tokenizer = TextTokenizer(version_dir, params.get("eos_token"), params.get("bos_token"))
-        decoder = OnnxDecoder(model_file, threads)
+        # A decoder taking inputs_embeds (vision-language models) comes with its token-embedding table.
+        embeddings_file = params.get("embeddings_file")
+        embeddings = np.load(version_dir / embeddings_file) if embeddings_file else None
+        decoder = OnnxDecoder(model_file, threads, embeddings=embeddings)
         self.engine = Engine(decoder, tokenizer, config).start()
         self.logger.log_info(
             f"{args['model_name']}: {model_file.name}, {decoder.shape.num_layers} layers, {config}, "
@@ -109,7 +112,11 @@ class TritonPythonModel:
         params = SamplingParams.from_json(_scalar(request, "sampling_parameters"))
         sink = TritonSink(sender, flags)
         self.engine.submit(prompt, params, sink, stream=stream, prepend_prompt=prepend,
-                           want_logprobs=flags["return_logprobs"])
+                           want_logprobs=flags["return_logprobs"], **self._prompt_inputs(request, prompt))
+
+    def _prompt_inputs(self, request, prompt: str) -> dict:
+        """Extra `Engine.submit` arguments from the request (a vision-language model's image features)."""
+        return {}
 
     def finalize(self):
         self.engine.stop()
