@@ -183,7 +183,11 @@ class Engine:
         short = []
         for seq in admitted:
             job = self._cached_prefix(seq)
-            if job is not None and seq.cache_tokens - job.done <= chunk:
+            if job is not None and seq.cache_tokens - job.done == 1:
+                # A known prompt: it joins the batch as if decoding; this step's decode runs its last token.
+                self.cache.append(job.past, [job.done])
+                self.running.append(seq)
+            elif job is not None and seq.cache_tokens - job.done <= chunk:
                 self._advance(job)  # the rest of a known prompt: one short run now
             elif job is not None or seq.cache_tokens > chunk:
                 self.prefilling.append(job or _Prefill(seq))
