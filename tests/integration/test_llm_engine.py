@@ -168,6 +168,13 @@ def test_a_known_prompt_prefix_is_not_prefilled_again(parts):
     # `again` joins the batch at once (its last prompt token runs in the decode step); `longer` runs only
     # its new words, then both decode together
     assert runs[:2] == [(1, len(parts[1].encode(prompt + " And how?")) - prompt_tokens), (2, 1)]
+    # a finished sequence leaves its prompt and answer (all but the last token, never cached) for a next turn
+    sink = Sink()
+    request = engine.submit(prompt + " Why not?", SamplingParams.from_dict({"max_tokens": 5, **GREEDY}), sink)
+    run(engine, [sink])
+    tokens = request.sequences[0].tokens
+    length, _past = engine.prefix_cache.lookup([*tokens, 0])
+    assert length == len(tokens) - 1 and len(tokens) == len(parts[1].encode(prompt + " Why not?")) + 5
     off = make_engine(parts)
     off.prefix_cache.capacity = 0
     alone_longer = submit(off, prompt + " And how?", max_tokens=6, **GREEDY)

@@ -232,10 +232,11 @@ class Engine:
         hit = self.prefix_cache.lookup(seq.tokens)
         return _Prefill(seq, done=hit[0], past=hit[1]) if hit is not None else None
 
-    def _remember(self, seq: Sequence, kv) -> None:
-        """Offer a prefilled sequence's KV (a callable, to copy only when kept) to the prefix cache."""
+    def _remember(self, seq: Sequence, kv, length: int | None = None) -> None:
+        """Offer the KV of a sequence's first `length` tokens (default: all; `kv` a callable, so copies happen
+        only when kept) to the prefix cache."""
         if seq.request.prompt_embeds is None:
-            self.prefix_cache.insert(seq.tokens, kv)
+            self.prefix_cache.insert(seq.tokens[:length], kv)
 
     def _prefill_chunk(self) -> None:
         """The next chunk of the oldest long prompt; once complete it joins the batch."""
@@ -317,6 +318,11 @@ class Engine:
         """Finished sequences leave the batch and free their KV slots."""
         rows = [i for i, s in enumerate(self.running) if not s.finished]
         if len(rows) != len(self.running):
+            for i, seq in enumerate(self.running):
+                if seq.finished and seq.finish_reason != ABORT:  # prompt + answer: a chat's next turn
+                    length = int(self.cache.lengths[i])
+                    start = self.cache.width - length
+                    self._remember(seq, functools.partial(_row_kv, self.cache.past, i, start), length)
             self.cache.keep(rows)
             self.running = [self.running[i] for i in rows]
 
