@@ -85,9 +85,13 @@ def _header(scope, name: bytes) -> str | None:
 
 
 def _endpoint(scope) -> str:
-    """The route template that answered (FastAPI leaves it in the scope), bounded; "other" if none did."""
+    """The route template that answered (FastAPI leaves it in the scope); for requests answered before
+    routing (refused, cache hits) the path if it is a documented one; else "other". Bounded either way."""
     route = scope.get("route")
-    return getattr(route, "path", None) or OTHER_ENDPOINT
+    if getattr(route, "path", None):
+        return route.path
+    path = scope["path"]
+    return path if path in scope["app"].openapi().get("paths", {}) else OTHER_ENDPOINT
 
 
 class Gate:

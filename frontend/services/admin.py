@@ -54,9 +54,12 @@ class AdminService:
                            state=entry.get("state") or UNAVAILABLE, reason=entry.get("reason", ""),
                            task=self._tasks.get(entry["name"]))
 
+    async def _learn_tasks(self, fresh: bool = False) -> None:
+        served = (await self.registry.refresh()).values() if fresh else await self.registry.list()
+        self._tasks.update({model.name: model.task for model in served})
+
     async def list(self) -> ModelStatusList:
-        served = await self.registry.refresh()
-        self._tasks.update({name: model.task for name, model in served.items()})
+        await self._learn_tasks(fresh=True)
         return ModelStatusList(data=[self._status(e) for _, e in sorted((await self._index()).items())])
 
     @contextmanager
@@ -70,6 +73,7 @@ class AdminService:
             self._busy.discard(name)
 
     async def _known(self, name: str) -> None:
+        await self._learn_tasks()
         if name not in await self._index():
             raise ModelNotFound(f"The model `{name}` is not in the model repository", param="model")
 
@@ -101,9 +105,8 @@ class AdminService:
                 self._changed(name)
             status = await self._wait(name, lambda state: state == READY)
             self.metrics.admin_operations.labels("load", name, "ok").inc()
-            await self.list()  # learn its task
-            return self._status({"name": name, "version": status.version, "state": status.state,
-                                 "reason": status.reason})
+            await self._learn_tasks(fresh=True)
+            return status.model_copy(update={"task": self._tasks.get(name)})
 
     async def unload(self, name: str, unload_dependents: bool = False) -> ModelStatus:
         with self._exclusive(name):
