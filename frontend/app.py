@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 
 from frontend.errors import install_handlers
+from frontend.images_fetch import ImageFetcher
 from frontend.middleware import BodySizeLimit, RequestContext
 from frontend.operations import CacheLayer, Gate, Operations
 from frontend.registry import ModelRegistry
@@ -52,7 +53,7 @@ class Services:
             embeddings=EmbeddingService(backend, registry, settings.embeddings_max_inputs),
             images=ImageService(backend, registry, ImageLinks(settings.images_url_secret.get_secret_value().encode(),
                                                               settings.images_url_ttl_s), settings.public_url),
-            chat=ChatService(backend, registry),
+            chat=ChatService(backend, registry, ImageFetcher.from_settings(settings)),
             completions=CompletionService(backend, registry),
         )
 

@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     public_url: str = Field("", description="how clients reach this frontend, for image URLs; empty: the "
                                             "request's own scheme and host")
 
+    # Chat images (frontend/images_fetch.py): image_url parts from data URIs, or fetched over http(s) from
+    # public addresses only, unless listed here (`127.0.0.1:8080`, `10.0.0.0/8`, `[::1]:9000`, comma-separated).
+    image_url_allowlist: Annotated[list[str], NoDecode] = []
+    image_fetch_timeout_s: float = Field(10.0, gt=0, description="deadline of one image URL fetch, redirects included")
+    image_max_bytes: int = Field(20 * 1024 * 1024, gt=0, description="largest image accepted (fetched or inline)")
+    image_max_pixels: int = Field(50_000_000, gt=0, description="largest image accepted, width x height")
+    image_fetch_max_redirects: int = Field(3, ge=0)
+
     # Operations (docs/operations.md): API keys, rate limits, response cache, metrics, model control.
     api_keys_file: str = Field("", description="JSON keys file (hashes, scopes, limits); see frontend/auth.py")
     api_keys: SecretStr = Field(SecretStr(""), description="comma-separated `key` or `name=key` (or "
@@ -51,7 +59,7 @@ class Settings(BaseSettings):
     cache_scope: Literal["key", "global"] = Field("key", description="key: entries per API key; global: shared")
     admin_wait_s: float = Field(120.0, gt=0, description="how long load/unload wait for the model's new state")
 
-    @field_validator("required_models", mode="before")
+    @field_validator("required_models", "image_url_allowlist", mode="before")
     @classmethod
     def _split(cls, value):
         if isinstance(value, str):

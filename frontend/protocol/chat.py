@@ -11,13 +11,20 @@ from frontend.protocol.generation import CompletionUsage, GenerationRequest
 MAX_TOP_LOGPROBS = 20
 
 
+class ImageURL(BaseModel):
+    url: str  # a data URI, or an http(s) URL the frontend fetches (frontend/images_fetch.py)
+    detail: Literal["auto", "low", "high"] | None = None  # accepted; the model's own processor sets the size
+
+
 class ContentPart(BaseModel):
-    """One part of a message's content; only `text` parts are served (checked by the service, by index)."""
+    """One part of a message's content: `text`, or `image_url` for models that take images (checked by the
+    service, by index)."""
 
     model_config = ConfigDict(extra="allow")
 
     type: str
     text: str | None = None
+    image_url: ImageURL | None = None
 
 
 class ChatMessage(BaseModel):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from frontend.chat_template import render_chat
 from frontend.errors import InvalidRequest
-from frontend.protocol.chat import ChatCompletionRequest, ChatMessage
+from frontend.images_fetch import ImageFetcher
+from frontend.protocol.chat import ChatCompletionRequest, ChatMessage, ContentPart, ImageURL
 from frontend.registry import ModelRegistry
 from frontend.services.generation import (
     TASKS_CHAT,
@@ -30,8 +32,13 @@ TEMPLATE_ROLES = {"system": "system", "developer": "system", "user": "user", "as
 TOOL_FIELDS = ("tool_calls", "tool_call_id", "function_call", "audio")
 
 
-def template_messages(messages: list[ChatMessage]) -> list[dict]:
-    """Messages as chat templates expect them: role and a string content (text parts joined by newlines)."""
+def template_messages(messages: list[ChatMessage], images: list[tuple[str, ImageURL]] | None = None) -> list[dict]:
+    """Messages as chat templates expect them: role and a string content (text parts joined by newlines).
+
+    For a model that takes images pass `images`, a list: content is then a list of parts as multimodal
+    templates expect (`{"type": "text", "text"}`, `{"type": "image"}` where an image goes), and each
+    image_url part is appended to `images` as (its param path, its ImageURL), in prompt order.
+    """
     result = []
     for i, message in enumerate(messages):
         if message.role not in TEMPLATE_ROLES:
@@ -43,11 +50,14 @@ def template_messages(messages: list[ChatMessage]) -> list[dict]:
             raise InvalidRequest(f"messages[{i}].{refused} is not supported by this server",
                                  param=f"messages[{i}].{refused}", code="unsupported_parameter")
         content = message.content
-        if isinstance(content, list):
+        if images is not None:
+            content = multimodal_content(content, i, images)
+        elif isinstance(content, list):
             for j, part in enumerate(content):
                 if part.type != "text" or part.text is None:
-                    raise InvalidRequest(f"messages[{i}].content[{j}]: content of type `{part.type}` is not "
-                                         "supported by this model; send text parts",
+                    what = ("this model does not accept images" if part.type == "image_url"
+                            else f"content of type `{part.type}` is not supported by this model")
+                    raise InvalidRequest(f"messages[{i}].content[{j}]: {what}; send text parts",
                                          param=f"messages[{i}].content[{j}].type", code="unsupported_parameter")
             content = "\n".join(part.text for part in content)
         entry = {"role": TEMPLATE_ROLES[message.role], "content": content or ""}
@@ -55,6 +65,24 @@ def template_messages(messages: list[ChatMessage]) -> list[dict]:
             entry["name"] = message.name
         result.append(entry)
     return result
+
+
+def multimodal_content(content: str | list[ContentPart] | None, i: int,
+                       images: list[tuple[str, ImageURL]]) -> list[dict]:
+    if not isinstance(content, list):
+        return [{"type": "text", "text": content or ""}]
+    parts = []
+    for j, part in enumerate(content):
+        if part.type == "text" and part.text is not None:
+            parts.append({"type": "text", "text": part.text})
+        elif part.type == "image_url" and part.image_url is not None:
+            images.append((f"messages[{i}].content[{j}].image_url", part.image_url))
+            parts.append({"type": "image"})
+        else:
+            raise InvalidRequest(f"messages[{i}].content[{j}]: content of type `{part.type}` is not supported; "
+                                 "send text and image_url parts",
+                                 param=f"messages[{i}].content[{j}].type", code="unsupported_parameter")
+    return parts
 
 
 def chat_logprobs(tokens: list[TokenLogprob]) -> dict:
@@ -66,21 +94,34 @@ def chat_logprobs(tokens: list[TokenLogprob]) -> dict:
 
 
 class ChatService:
-    def __init__(self, backend: Backend, registry: ModelRegistry):
+    def __init__(self, backend: Backend, registry: ModelRegistry, images: ImageFetcher | None = None):
         self.backend = backend
         self.registry = registry
+        self.images = images
+
+    async def _load_images(self, model, parts: list[tuple[str, ImageURL]]) -> list[bytes]:
+        """The request's images as bytes (fetched concurrently), within the model's per-request limit."""
+        limit = model.int_param("max_images")
+        if limit is not None and len(parts) > limit:
+            raise InvalidRequest(f"{len(parts)} images sent; `{model.name}` takes at most {limit} per request",
+                                 param="messages", code="too_many_images")
+        if parts and self.images is None:
+            raise InvalidRequest("this server does not accept images", param=parts[0][0])
+        return list(await asyncio.gather(*(self.images.load(url.url, param) for param, url in parts)))
 
     async def create(self, request: ChatCompletionRequest, request_id: str,
                      is_disconnected: Callable[[], Awaitable[bool]]) -> dict | AsyncIterator[dict]:
         """A `chat.completion` dict, or (stream=true) the `chat.completion.chunk` dicts, started already."""
         model = await self.registry.get(request.model, *TASKS_CHAT)
-        prompt = render_chat(model.parameters, template_messages(request.messages), model=model.name)
+        parts = [] if model.parameters.get("supports_images") == "true" else None
+        prompt = render_chat(model.parameters, template_messages(request.messages, parts), model=model.name)
+        images = await self._load_images(model, parts or [])
         top = (request.top_logprobs or 0) if request.logprobs else None
         params = sampling_parameters(request, request.completion_limit, top)
         log.info("chat: model=%s n=%d stream=%s user=%s request=%s", model.name, request.n, request.stream,
                  request.user, request_id)
         generation = Generation(self.backend, model.name, prompt, params, stream=request.stream,
-                                top_logprobs=top, request_id=request_id, param="messages")
+                                top_logprobs=top, request_id=request_id, param="messages", images=images)
         head = {"id": response_id("chatcmpl"), "created": now(), "model": model.name, "system_fingerprint": None}
         if request.stream:
             await generation.start()

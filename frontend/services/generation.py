@@ -10,6 +10,7 @@ still gets its real status code; later errors travel inside the stream.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
 import time
@@ -47,7 +48,8 @@ def sampling_parameters(request: GenerationRequest, max_tokens: int | None, logp
     return {k: v for k, v in values.items() if v is not None}
 
 
-def triton_inputs(prompt: str, params: dict, *, stream: bool, logprobs: bool) -> Tensors:
+def triton_inputs(prompt: str, params: dict, *, stream: bool, logprobs: bool, images: list[bytes] = ()) -> Tensors:
+    """`images` (raw bytes) go to the vLLM backend's `image` input, base64-encoded, in prompt order."""
     flag = np.array([True])
     inputs = {
         "text_input": np.array([prompt.encode("utf-8")], dtype=np.object_),
@@ -58,6 +60,8 @@ def triton_inputs(prompt: str, params: dict, *, stream: bool, logprobs: bool) ->
     }
     if logprobs:
         inputs["return_logprobs"] = flag
+    if images:
+        inputs["image"] = np.array([base64.b64encode(image) for image in images], dtype=np.object_)
     return inputs
 
 
@@ -131,13 +135,14 @@ class Generation:
     """
 
     def __init__(self, backend: Backend, model: str, prompt: str, params: dict, *, stream: bool,
-                 top_logprobs: int | None, request_id: str, param: str):
+                 top_logprobs: int | None, request_id: str, param: str, images: list[bytes] = ()):
         self.backend = backend
         self.model = model
         self.top_logprobs = top_logprobs
         self.request_id = request_id
         self.param = param  # what a context-length error names: "messages" or "prompt"
-        self._inputs = triton_inputs(prompt, params, stream=stream, logprobs=top_logprobs is not None)
+        self._inputs = triton_inputs(prompt, params, stream=stream, logprobs=top_logprobs is not None,
+                                     images=images)
         self._responses: AsyncIterator[Tensors] | None = None
         self._first: Step | None = None
 
