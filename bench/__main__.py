@@ -20,6 +20,7 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 BENCHMARKS = {
     "embeddings": "bench.embeddings",
     "images": "bench.images",
+    "llm": "bench.llm",
 }
 
 
@@ -40,12 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    parser.add_argument("--rounds", type=int, help="rounds per measurement (default: each benchmark's own)")
     args = parser.parse_args(argv)
     unknown = set(args.names) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmarks: {', '.join(sorted(unknown))}")
     for name in args.names or list(BENCHMARKS):
-        body = importlib.import_module(BENCHMARKS[name]).run(args.repository, threads=args.threads)
+        options = {"rounds": args.rounds} if args.rounds else {}
+        body = importlib.import_module(BENCHMARKS[name]).run(args.repository, threads=args.threads, **options)
         print(f"## {name}\n\n{body}\n", flush=True)
         if not args.no_write:
             write_section(name, body)
