@@ -168,6 +168,13 @@ def test_a_known_prompt_prefix_is_not_prefilled_again(parts):
     # `again` joins the batch at once (its last prompt token runs in the decode step); `longer` runs only
     # its new words, then both decode together
     assert runs[:2] == [(1, len(parts[1].encode(prompt + " And how?")) - prompt_tokens), (2, 1)]
+    # the rest of a known prompt ends at its first token: it must not decode further
+    one = Sink()
+    request = engine.submit(prompt + " Or else?", SamplingParams.from_dict({"max_tokens": 1, **GREEDY}), one)
+    run(engine, [one])
+    engine.step()
+    assert [o.num_output_tokens for o in one.outputs] == [[1]] and one.finish_reason == "length"
+    assert request.sequences[0].generated == 1 and not engine.running
     # a finished sequence leaves its prompt and answer (all but the last token, never cached) for a next turn
     sink = Sink()
     request = engine.submit(prompt + " Why not?", SamplingParams.from_dict({"max_tokens": 5, **GREEDY}), sink)

@@ -195,7 +195,7 @@ class Engine:
                 short.append(seq)
         if short:
             self._prefill(short)
-            self._retire()
+        self._retire()  # a prefill's first token may have been its last
         if self.prefilling:
             self._prefill_chunk()
             self._retire()
@@ -289,6 +289,8 @@ class Engine:
     def _sample(self, sequences: list[Sequence], logits: np.ndarray) -> None:
         context = self.config.context_length
         for seq, row in zip(sequences, logits):
+            if seq.finished:  # cancelled or failed since it joined; its row leaves at the next retire
+                continue
             token, info = seq.sampler.sample(row)
             seq.accept(token, info)
             if not seq.finished and seq.cache_tokens >= context:
