@@ -124,7 +124,7 @@ class ChatService:
                                 top_logprobs=top, request_id=request_id, param="messages", images=images)
         head = {"id": response_id("chatcmpl"), "created": now(), "model": model.name, "system_fingerprint": None}
         if request.stream:
-            await generation.start()
+            await cancel_on_disconnect(generation.start(), is_disconnected)  # queued: may wait for a slot
             return self._chunks(generation, head, request.n, request.include_usage)
         steps = await cancel_on_disconnect(generation.collect(), is_disconnected)
         tally = Tally()

@@ -62,7 +62,7 @@ class CompletionService:
         head = {"id": response_id("cmpl"), "object": "text_completion", "created": now(), "model": model.name,
                 "system_fingerprint": None}
         if request.stream:
-            await start_all(generations)
+            await cancel_on_disconnect(start_all(generations), is_disconnected)
             return self._chunks(generations, request, head)
         results = await cancel_on_disconnect(asyncio.gather(*(g.collect() for g in generations)), is_disconnected)
         tally, choices = Tally(), []

@@ -226,32 +226,45 @@ async def test_model_without_a_chat_template(client, backend):
     assert (await client.post("/v1/completions", json={"model": "llm", "prompt": "hi"})).status_code == 200
 
 
-async def test_client_that_disconnects_mid_stream_cancels_the_generation(client, backend):
-    """Straight through ASGI: the client goes away after the first chunk; the Triton stream is closed."""
-    backend.llm.delay_s = 0.05
-    app = client._transport.app
-    body = json.dumps(chat(stream=True, max_tokens=40, ignore_eos=True)).encode()
-    sent, first_chunk = [], asyncio.Event()
-    requested = False
+async def call_then_leave(app, body: dict, leave: asyncio.Event) -> list[dict]:
+    """One request straight through ASGI whose client disconnects once `leave` is set; the messages sent."""
+    raw = json.dumps(body).encode()
+    sent, requested = [], False
 
     async def receive():
         nonlocal requested
         if not requested:
             requested = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await first_chunk.wait()
+            return {"type": "http.request", "body": raw, "more_body": False}
+        await leave.wait()
         return {"type": "http.disconnect"}
 
     async def send(message):
         sent.append(message)
         if message["type"] == "http.response.body" and message.get("body"):
-            first_chunk.set()
+            leave.set()  # gone after the first chunk
 
     scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
              "method": "POST", "scheme": "http", "path": URL, "raw_path": URL.encode(), "query_string": b"",
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())],
              "client": ("test", 1), "server": ("test", 80), "root_path": ""}
     await asyncio.wait_for(app(scope, receive, send), timeout=10)
+    return sent
+
+
+async def test_client_that_disconnects_mid_stream_cancels_the_generation(client, backend):
+    backend.llm.delay_s = 0.05
+    sent = await call_then_leave(client._transport.app, chat(stream=True, max_tokens=40, ignore_eos=True),
+                                 asyncio.Event())
     chunks = [m for m in sent if m["type"] == "http.response.body" and m.get("body")]
     assert 1 <= len(chunks) < 10
+    assert backend.llm.closed_early == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_client_that_leaves_before_the_first_token_cancels_the_generation(client, backend, stream):
+    backend.llm.delay_s = 30  # queued behind others, say: nothing comes back for a long time
+    leave = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.2, leave.set)
+    await call_then_leave(client._transport.app, chat(stream=stream), leave)
     assert backend.llm.closed_early == 1
