@@ -91,24 +91,43 @@ def _logprob(value) -> float:
 def token_logprobs(entries: list[dict], top_k: int, text: str) -> list[TokenLogprob]:
     """The vLLM backend's per-token dicts `{token_id: {logprob, rank, decoded_token}}` as (token, top) pairs.
 
-    Each dict holds the top `top_k` tokens and the sampled one; when the sampled token is not among the top
-    it is the extra entry (the last), otherwise the contract does not say which it is, so the candidate whose
-    text continues the generated `text` is taken, the best-ranked first.
+    Each dict holds the top `top_k` tokens and the sampled one. When the sampled token is not among the top it
+    is the extra (last) entry; otherwise the contract does not say which it is, so the candidates are chosen
+    such that their texts spell the generated `text` (best-ranked first where several do).
     """
-    result, pos = [], 0
-    for entry in entries:
-        candidates = sorted(entry.values(), key=lambda e: e["rank"])
-        if len(entry) > top_k:
-            sampled = entry[list(entry)[-1]]
-        else:
-            rest = text[pos:]
-            sampled = next((c for c in candidates if c["decoded_token"] and rest.startswith(c["decoded_token"])),
-                           candidates[0])
-        if text[pos:].startswith(sampled["decoded_token"]):
-            pos += len(sampled["decoded_token"])
-        top = [(c["decoded_token"], _logprob(c["logprob"])) for c in candidates if c["rank"] <= top_k][:top_k]
-        result.append(TokenLogprob(sampled["decoded_token"], _logprob(sampled["logprob"]), top))
+    options = [[entry[list(entry)[-1]]] if len(entry) > top_k else sorted(entry.values(), key=lambda e: e["rank"])
+               for entry in entries]
+    sampled = _spelling(options, text)
+    result = []
+    for entry, chosen in zip(entries, sampled):
+        ranked = sorted(entry.values(), key=lambda e: e["rank"])
+        top = [(c["decoded_token"], _logprob(c["logprob"])) for c in ranked if c["rank"] <= top_k][:top_k]
+        result.append(TokenLogprob(chosen["decoded_token"], _logprob(chosen["logprob"]), top))
     return result
+
+
+def _spelling(options: list[list[dict]], text: str) -> list[dict]:
+    """One candidate per position whose texts concatenate to (the longest possible prefix of) `text`."""
+    layers: list[dict[int, tuple[int, dict]]] = []  # per position: end offset -> (start offset, candidate)
+    ends = {0}
+    for candidates in options:
+        layer: dict[int, tuple[int, dict]] = {}
+        for pos in sorted(ends):
+            for candidate in candidates:
+                token = candidate["decoded_token"]
+                if text.startswith(token, pos) and pos + len(token) not in layer:
+                    layer[pos + len(token)] = (pos, candidate)
+        if not layer:  # the text stops matching (stop strings, held-back bytes): best-ranked from here on
+            break
+        layers.append(layer)
+        ends = set(layer)
+    chosen: list[dict] = []
+    pos = len(text) if len(text) in ends else max(ends)
+    for layer in reversed(layers):
+        pos, candidate = layer[pos]
+        chosen.append(candidate)
+    chosen.reverse()
+    return chosen + [candidates[0] for candidates in options[len(chosen):]]
 
 
 def parse_step(outputs: Tensors, top_k: int | None) -> Step:
