@@ -26,7 +26,8 @@ def client(tmp_path_factory):
     llm_tiny.model_repository(root, MODEL, context_length=2 * ENDLESS, max_kv_tokens=2 * ENDLESS, max_num_seqs=1,
                               max_queue=1)
     with TritonServer(root, [MODEL]) as triton, \
-            run_frontend(Settings(triton_grpc_url=triton.grpc_url, model_index_ttl_s=1.0)) as frontend:
+            run_frontend(Settings(triton_grpc_url=triton.grpc_url, model_index_ttl_s=1.0,
+                                  cache_enabled=False)) as frontend:
         yield OpenAI(base_url=frontend.base_url, api_key="unused", max_retries=0, timeout=60)
 
 
