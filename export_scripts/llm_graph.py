@@ -27,6 +27,28 @@ def supports(model) -> bool:
     )
 
 
+class _Reshape(torch.autograd.Function):
+    """Reshape to a constant shape where 0 copies the input's dimension (ONNX Reshape's rule).
+
+    Give one -1 as well: torch's ONNX shape inference rejects a shape with zeros and no -1.
+
+    The tracer would otherwise compute every target shape from `Shape` nodes at run time (4-6 nodes per
+    reshape, six reshapes per layer).
+    """
+
+    @staticmethod
+    def forward(ctx, x, shape):
+        return x.reshape([x.shape[i] if size == 0 else size for i, size in enumerate(shape)])
+
+    @staticmethod
+    def symbolic(g, x, shape):
+        return g.op("Reshape", x, g.op("Constant", value_t=torch.tensor(shape, dtype=torch.int64)))
+
+
+def reshape(x: torch.Tensor, *shape: int) -> torch.Tensor:
+    return _Reshape.apply(x, shape)
+
+
 class LeanLlamaDecoder(torch.nn.Module):
     """The contract's decoder signature over a `LlamaForCausalLM`'s weights.
 
@@ -41,6 +63,7 @@ class LeanLlamaDecoder(torch.nn.Module):
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.groups = self.heads // self.kv_heads
         self.eps = cfg.rms_norm_eps
+        self.intermediate = cfg.intermediate_size
         self.scale = self.head_dim**-0.5
         self.embed = model.model.embed_tokens
         self.norm = model.model.norm
@@ -68,13 +91,12 @@ class LeanLlamaDecoder(torch.nn.Module):
     def rms_norm(self, x, weight):
         return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
 
-    @staticmethod
-    def rotate(x, cos, sin):
-        half = x.shape[-1] // 2
+    def rotate(self, x, cos, sin):
+        half = self.head_dim // 2  # a constant: x.shape[-1] would be computed in the graph
         return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
 
     def forward(self, input_ids, attention_mask, position_ids, *past):
-        batch, seq = input_ids.shape
+        seq = input_ids.shape[1]
         total = attention_mask.shape[1]
         kv, groups, dim = self.kv_heads, self.groups, self.head_dim
         q_size, kv_size = self.heads * dim, kv * dim
@@ -95,19 +117,20 @@ class LeanLlamaDecoder(torch.nn.Module):
             h = self.rms_norm(x, layer.input_layernorm.weight)
             q, k, v = F.linear(h, self.qkv[i]).split([q_size, kv_size, kv_size], dim=-1)
             # Query heads h = j * groups + g share KV head j: fold the groups into rows of KV head j.
-            q = q.view(batch, seq, kv, groups, dim).permute(0, 2, 3, 1, 4)
-            q = self.rotate(q, cos[:, None], sin[:, None]).reshape(batch, kv, groups * seq, dim)
-            k = self.rotate(k.view(batch, seq, kv, dim).transpose(1, 2), cos, sin)
-            v = v.view(batch, seq, kv, dim).transpose(1, 2)
+            q = reshape(q, 0, -1, kv, groups, dim).permute(0, 2, 3, 1, 4)
+            q = reshape(self.rotate(q, cos[:, None], sin[:, None]), 0, 0, -1, dim)
+            k = self.rotate(reshape(k, 0, -1, kv, dim).transpose(1, 2), cos, sin)
+            v = reshape(v, 0, -1, kv, dim).transpose(1, 2)
             k = torch.cat([past[2 * i], k], dim=2)
             v = torch.cat([past[2 * i + 1], v], dim=2)
             present += [k, v]
             scores = torch.matmul(q, k.transpose(2, 3)) * self.scale + mask
             attn = torch.matmul(torch.softmax(scores, dim=-1), v)
-            attn = attn.view(batch, kv, groups, seq, dim).permute(0, 3, 1, 2, 4).reshape(batch, seq, q_size)
+            attn = reshape(attn, 0, 0, groups, -1, dim).permute(0, 3, 1, 2, 4)
+            attn = reshape(attn, 0, -1, q_size)
             x = x + layer.self_attn.o_proj(attn)
             h = self.rms_norm(x, layer.post_attention_layernorm.weight)
-            gate, up = F.linear(h, self.gate_up[i]).chunk(2, dim=-1)
+            gate, up = F.linear(h, self.gate_up[i]).split([self.intermediate] * 2, dim=-1)
             x = x + layer.mlp.down_proj(F.silu(gate) * up)
         logits = self.lm_head(self.norm(x))
         return (logits, *present)
