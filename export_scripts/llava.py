@@ -54,10 +54,10 @@ MAX_PIXEL_ERROR = 1e-5  # serving preprocessing vs the HF image processor, absol
 PARITY_PROMPT = "What is in this image?"
 
 # The tiny model: CLIP vision 32x32 px in 8x8 patches (16 image tokens), Llama 2 layers, hidden 64.
-TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                   image_size=32, patch_size=8, projection_dim=32)
-TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False)
+TINY_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+               "image_size": 32, "patch_size": 8, "projection_dim": 32}
+TINY_TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "max_position_embeddings": 512, "tie_word_embeddings": False}
 # ChatML (SmolLM2's format) with image parts rendered as the `<image>` placeholder, one line per image.
 TINY_CHAT_TEMPLATE = (
     "{% for message in messages %}"

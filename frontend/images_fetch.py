@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import ipaddress
 import io
+import ipaddress
 import logging
 import socket
 import warnings

@@ -51,7 +51,7 @@ def image_part(url: str, **extra) -> dict:
 
 
 def sent(backend) -> dict:
-    model, inputs = backend.calls[-1]
+    _model, inputs = backend.calls[-1]
     return inputs
 
 

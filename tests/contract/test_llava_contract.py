@@ -67,7 +67,7 @@ def test_the_language_model_takes_inputs_embeds_with_a_kv_cache(dirs):
     names = [i.name for i in graph.input]
     assert names[:3] == ["inputs_embeds", "attention_mask", "position_ids"]
     assert all(n.startswith("past_key_values.") for n in names[3:]) and len(names[3:]) % 2 == 0
-    assert [o.name for o in graph.output][0] == "logits"
+    assert graph.output[0].name == "logits"
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ class ImageHandler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         body = IMAGES.get(self.path)
         self.send_response(200 if body else 404)
         self.send_header("Content-Type", "image/png" if body else "text/plain")

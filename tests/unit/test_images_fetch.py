@@ -11,6 +11,7 @@ import ipaddress
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 from PIL import Image
@@ -40,12 +41,12 @@ PNG = png_bytes()
 class Handler(BaseHTTPRequestHandler):
     """/png, /html, /broken, /big, /slow, /redirect?to=URL, /redirect-loop, /missing; records Host headers."""
 
-    hosts: list[str] = []
+    hosts: ClassVar[list[str]] = []
 
     def log_message(self, *args):  # quiet
         pass
 
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):
         Handler.hosts.append(self.headers.get("Host", ""))
         path, _, query = self.path.partition("?")
         if path == "/png":
