@@ -3,6 +3,7 @@ cancellation, end of sequence, n > 1. No Triton: the sink is a list."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -168,6 +169,7 @@ def test_a_known_prompt_prefix_is_not_prefilled_again(parts):
     # `again` joins the batch at once (its last prompt token runs in the decode step); `longer` runs only
     # its new words, then both decode together
     assert runs[:2] == [(1, len(parts[1].encode(prompt + " And how?")) - prompt_tokens), (2, 1)]
+    assert engine.stats.reused == 2 * prompt_tokens - 1 and engine.stats.generated == 18
     # the rest of a known prompt ends at its first token: it must not decode further
     one = Sink()
     request = engine.submit(prompt + " Or else?", SamplingParams.from_dict({"max_tokens": 1, **GREEDY}), one)
@@ -198,6 +200,15 @@ class _Recording:
 
     def __getattr__(self, name):
         return getattr(self._decoder, name)
+
+
+def test_stats_are_logged_and_reset(parts, caplog):
+    engine = make_engine(parts)
+    run(engine, [submit(engine, "Hello there", max_tokens=3, **GREEDY)])
+    with caplog.at_level(logging.INFO, logger="triton_models.llm.engine"):
+        engine._log_stats()
+    assert "tokens/s generated, 2 prompt tokens prefilled, 0 reused" in caplog.text
+    assert engine.stats.generated == 0
 
 
 def test_end_of_sequence_stops_without_emitting_it(parts):

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 PREFILL_PADDING_WASTE = 0.25  # a prefill group pads at most this share of its token slots
 IDLE_WAIT_S = 0.5
+STATS_EVERY_S = 60.0  # the engine thread logs its throughput this often while it has work
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,17 @@ class _Prefill:
     past: list[np.ndarray] | None = None
 
 
+@dataclass
+class EngineStats:
+    """Counters since the last stats log line."""
+
+    generated: int = 0  # tokens sampled
+    prefilled: int = 0  # prompt tokens run through the model
+    reused: int = 0  # prompt tokens taken from the prefix cache instead
+    preempted: int = 0  # sequences sent back to the queue for lack of KV slots
+    since: float = field(default_factory=time.monotonic)
+
+
 class _Occupancy:
     """What admission sees: the running batch plus the long prompts still being prefilled."""
 
@@ -97,6 +109,7 @@ class Engine:
         self.running: list[Sequence] = []  # row order of self.cache
         self.prefilling: list[_Prefill] = []  # long prompts, a chunk per iteration, oldest first
         self.prefix_cache = PrefixCache(config.prefix_cache_tokens)
+        self.stats = EngineStats()
         self._lock = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -171,6 +184,8 @@ class Engine:
             except Exception as exc:  # one bad step fails the running requests, not the model
                 log.exception("engine step failed")
                 self._fail_all(f"generation failed: {exc}")
+            if time.monotonic() - self.stats.since >= STATS_EVERY_S:
+                self._log_stats()
         self._fail_all("the model is shutting down", include_waiting=True)
 
     def step(self) -> None:
@@ -183,6 +198,7 @@ class Engine:
         short = []
         for seq in admitted:
             job = self._cached_prefix(seq)
+            self.stats.reused += job.done if job is not None else 0
             if job is not None and seq.cache_tokens - job.done == 1:
                 # A known prompt: it joins the batch as if decoding; this step's decode runs its last token.
                 self.cache.append(job.past, [job.done])
@@ -209,6 +225,7 @@ class Engine:
         for group in _length_groups(sequences, self.config.prefill_chunk):
             lengths = [s.cache_tokens for s in group]
             width = max(lengths)
+            self.stats.prefilled += sum(lengths)
             ids = np.zeros((len(group), width), np.int64)
             mask = np.zeros((len(group), width), np.int64)
             positions = np.zeros((len(group), width), np.int64)
@@ -250,6 +267,7 @@ class Engine:
         """Prefill the job's next chunk; once the prompt is complete it joins the batch (True)."""
         tokens = job.seq.tokens
         end = min(job.done + self.config.prefill_chunk, len(tokens))
+        self.stats.prefilled += end - job.done
         ids = np.asarray([tokens[job.done:end]], np.int64)
         mask = np.ones((1, end), np.int64)
         positions = np.arange(job.done, end, dtype=np.int64)[None]
@@ -291,6 +309,7 @@ class Engine:
         for seq, row in zip(sequences, logits):
             if seq.finished:  # cancelled or failed since it joined; its row leaves at the next retire
                 continue
+            self.stats.generated += 1
             token, info = seq.sampler.sample(row)
             seq.accept(token, info)
             if not seq.finished and seq.cache_tokens >= context:
@@ -340,6 +359,7 @@ class Engine:
         staying = len(self.running) - count
         if count:
             log.info("KV budget full: preempting %d sequence(s) for recomputation", count)
+            self.stats.preempted += count
             with self._lock:
                 self.scheduler.requeue(self.running[staying:])
         rows = [i for i in range(staying) if not self.running[i].finished]
@@ -360,6 +380,16 @@ class Engine:
                     seq.finish(ABORT)
                 self._deliver(request, True, request.sink.send, None, True)
         self._retire()
+
+    def _log_stats(self) -> None:
+        stats, self.stats = self.stats, EngineStats()
+        if stats.generated or stats.prefilled:
+            seconds = time.monotonic() - stats.since
+            log.info(
+                "%d running, %d waiting; %.1f tokens/s generated, %d prompt tokens prefilled, %d reused from "
+                "the prefix cache, %d preempted", len(self.running), len(self.scheduler.waiting),
+                stats.generated / seconds, stats.prefilled, stats.reused, stats.preempted,
+            )
 
     @staticmethod
     def _cancelled(request: Request) -> bool:
