@@ -12,89 +12,25 @@ import functools
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
+from triton_models.llm.config import EngineConfig, EngineStats
 from triton_models.llm.decoder import OnnxDecoder
 from triton_models.llm.kv_cache import BatchCache
 from triton_models.llm.params import InvalidRequest, SamplingParams
+from triton_models.llm.prefill import Occupancy, PrefillJob, left_padded, length_groups, row_kv
 from triton_models.llm.prefix_cache import PrefixCache
-from triton_models.llm.scheduler import Limits, Scheduler
+from triton_models.llm.scheduler import Scheduler
 from triton_models.llm.sequence import ABORT, PromptEmbeds, Request, ResponseSink, Sequence
 from triton_models.llm.tokenizer import TextTokenizer
 
+__all__ = ["Engine", "EngineConfig"]
+
 log = logging.getLogger(__name__)
 
-PREFILL_PADDING_WASTE = 0.25  # a prefill group pads at most this share of its token slots
 IDLE_WAIT_S = 0.5
 STATS_EVERY_S = 60.0  # the engine thread logs its throughput this often while it has work
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    context_length: int
-    limits: Limits = field(default_factory=Limits)
-    cancel_check_s: float = 0.0  # minimum time between is_cancelled() calls per request (0: every step)
-    # Prompt tokens per prefill run. Longer prompts are prefilled a chunk per iteration, between decode
-    # steps of the running batch, which bounds both their stall and the [seq, vocab] logits they allocate.
-    prefill_chunk: int = 512
-    # Token slots of recent prompts' KV kept for reuse by prompts starting the same way (0: off).
-    prefix_cache_tokens: int = 4096
-
-    @classmethod
-    def from_parameters(cls, params: dict[str, str], default_context: int = 2048) -> EngineConfig:
-        """Settings from the model config's `parameters` (string values); missing keys take defaults."""
-
-        def integer(key: str, default: int, minimum: int = 1) -> int:
-            value = params.get(key) or str(default)
-            try:
-                number = int(value)
-            except ValueError as exc:
-                raise ValueError(f"config parameter {key} must be an integer, got {value!r}") from exc
-            if number < minimum:
-                raise ValueError(f"config parameter {key} must be >= {minimum}, got {number}")
-            return number
-
-        limits = Limits()
-        return cls(
-            context_length=integer("context_length", default_context),
-            limits=Limits(**{key: integer(key, getattr(limits, key)) for key in vars(limits)}),
-            prefill_chunk=integer("prefill_chunk", cls.prefill_chunk),
-            prefix_cache_tokens=integer("prefix_cache_tokens", cls.prefix_cache_tokens, minimum=0),
-        )
-
-
-@dataclass(eq=False)
-class _Prefill:
-    """A long prompt on its way into the batch: its own KV so far and how many tokens it holds."""
-
-    seq: Sequence
-    done: int = 0
-    past: list[np.ndarray] | None = None
-
-
-@dataclass
-class EngineStats:
-    """Counters since the last stats log line."""
-
-    generated: int = 0  # tokens sampled
-    prefilled: int = 0  # prompt tokens run through the model
-    reused: int = 0  # prompt tokens taken from the prefix cache instead
-    preempted: int = 0  # sequences sent back to the queue for lack of KV slots
-    since: float = field(default_factory=time.monotonic)
-
-
-class _Occupancy:
-    """What admission sees: the running batch plus the long prompts still being prefilled."""
-
-    def __init__(self, cache: BatchCache, pending: list[int]):
-        self.cache = cache
-        self.pending = pending
-        self.batch = cache.batch + len(pending)
-
-    def cells_after(self, new_lengths: list[int]) -> int:
-        return self.cache.cells_after([*self.pending, *new_lengths])
 
 
 class Engine:
@@ -107,7 +43,7 @@ class Engine:
         self.scheduler = Scheduler(config.limits)
         self.cache = BatchCache(decoder.empty_past(1))
         self.running: list[Sequence] = []  # row order of self.cache
-        self.prefilling: list[_Prefill] = []  # long prompts, a chunk per iteration, oldest first
+        self.prefilling: list[PrefillJob] = []  # long prompts, a chunk per iteration, oldest first
         self.prefix_cache = PrefixCache(config.prefix_cache_tokens)
         self.stats = EngineStats()
         self._lock = threading.Condition()
@@ -194,7 +130,7 @@ class Engine:
         chunk = self.config.prefill_chunk
         with self._lock:
             pending = [job.seq.cache_tokens for job in self.prefilling]
-            admitted = self.scheduler.admit(_Occupancy(self.cache, pending))
+            admitted = self.scheduler.admit(Occupancy(self.cache, pending))
         short = []
         for seq in admitted:
             job = self._cached_prefix(seq)
@@ -206,7 +142,7 @@ class Engine:
             elif job is not None and seq.cache_tokens - job.done <= chunk:
                 self._advance(job)  # the rest of a known prompt: one short run now
             elif job is not None or seq.cache_tokens > chunk:
-                self.prefilling.append(job or _Prefill(seq))
+                self.prefilling.append(job or PrefillJob(seq))
             else:
                 short.append(seq)
         if short:
@@ -222,32 +158,26 @@ class Engine:
             self._retire()
 
     def _prefill(self, sequences: list[Sequence]) -> None:
-        for group in _length_groups(sequences, self.config.prefill_chunk):
+        for group in length_groups(sequences, self.config.prefill_chunk):
             lengths = [s.cache_tokens for s in group]
             width = max(lengths)
             self.stats.prefilled += sum(lengths)
-            ids = np.zeros((len(group), width), np.int64)
-            mask = np.zeros((len(group), width), np.int64)
-            positions = np.zeros((len(group), width), np.int64)
-            for row, (seq, length) in enumerate(zip(group, lengths)):
-                ids[row, width - length:] = seq.tokens
-                mask[row, width - length:] = 1
-                positions[row, width - length:] = np.arange(length)
+            ids, mask, positions = left_padded([s.tokens for s in group])
             embeds = self._prompt_embeds(group, ids, [width - n for n in lengths], 0)
             logits, present = self.decoder.run(ids, mask, positions, self.decoder.empty_past(len(group)),
                                                inputs_embeds=embeds)
             self.cache.append(present, lengths)
             self.running.extend(group)
             for row, (seq, length) in enumerate(zip(group, lengths)):
-                self._remember(seq, functools.partial(_row_kv, present, row, width - length))
+                self._remember(seq, functools.partial(row_kv, present, row, width - length))
             self._sample(group, logits)
 
-    def _cached_prefix(self, seq: Sequence) -> _Prefill | None:
+    def _cached_prefix(self, seq: Sequence) -> PrefillJob | None:
         """A prefill job starting after the longest cached prefix of the sequence's tokens, if any."""
         if seq.request.prompt_embeds is not None:  # image features hide behind placeholder token ids
             return None
         hit = self.prefix_cache.lookup(seq.tokens)
-        return _Prefill(seq, done=hit[0], past=hit[1]) if hit is not None else None
+        return PrefillJob(seq, done=hit[0], past=hit[1]) if hit is not None else None
 
     def _remember(self, seq: Sequence, kv, length: int | None = None) -> None:
         """Offer the KV of a sequence's first `length` tokens (default: all; `kv` a callable, so copies happen
@@ -263,7 +193,7 @@ class Engine:
         if self._advance(self.prefilling[0]):
             self.prefilling.pop(0)
 
-    def _advance(self, job: _Prefill) -> bool:
+    def _advance(self, job: PrefillJob) -> bool:
         """Prefill the job's next chunk; once the prompt is complete it joins the batch (True)."""
         tokens = job.seq.tokens
         end = min(job.done + self.config.prefill_chunk, len(tokens))
@@ -343,7 +273,7 @@ class Engine:
                 if seq.finished and seq.finish_reason != ABORT:  # prompt + answer: a chat's next turn
                     length = int(self.cache.lengths[i])
                     start = self.cache.width - length
-                    self._remember(seq, functools.partial(_row_kv, self.cache.past, i, start), length)
+                    self._remember(seq, functools.partial(row_kv, self.cache.past, i, start), length)
             self.cache.keep(rows)
             self.running = [self.running[i] for i in rows]
 
@@ -413,23 +343,3 @@ class Engine:
         self.running = []
         self.prefilling = []
         self.cache = BatchCache(self.decoder.empty_past(1))
-
-
-def _row_kv(present: list[np.ndarray], row: int, start: int) -> list[np.ndarray]:
-    """One row of a left-padded prefill's KV, without its padding columns."""
-    return [np.ascontiguousarray(kv[row:row + 1, :, start:]) for kv in present]
-
-
-def _length_groups(sequences: list[Sequence], max_tokens: int) -> list[list[Sequence]]:
-    """Split a prefill into groups of similar length, so left-padding wastes little compute."""
-    groups: list[list[Sequence]] = []
-    for seq in sorted(sequences, key=lambda s: s.cache_tokens):
-        group = groups[-1] if groups else None
-        if group is not None:
-            slots = seq.cache_tokens * (len(group) + 1)  # sorted: this one is the longest
-            used = sum(s.cache_tokens for s in group) + seq.cache_tokens
-            if slots <= max_tokens and slots - used <= PREFILL_PADDING_WASTE * slots:
-                group.append(seq)
-                continue
-        groups.append([seq])
-    return groups

@@ -1,0 +1,67 @@
+"""Prefill building blocks: left-padded batches, length groups, chunked jobs, and what admission sees."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from triton_models.llm.kv_cache import BatchCache
+from triton_models.llm.sequence import Sequence
+
+PREFILL_PADDING_WASTE = 0.25  # a prefill group pads at most this share of its token slots
+
+
+@dataclass(eq=False)
+class PrefillJob:
+    """A prompt on its way into the batch a chunk at a time (a long one, or the rest of a cached prefix):
+    its own KV so far and how many tokens that holds."""
+
+    seq: Sequence
+    done: int = 0
+    past: list[np.ndarray] | None = None
+
+
+class Occupancy:
+    """What admission sees: the running batch plus the long prompts still being prefilled."""
+
+    def __init__(self, cache: BatchCache, pending: list[int]):
+        self.cache = cache
+        self.pending = pending
+        self.batch = cache.batch + len(pending)
+
+    def cells_after(self, new_lengths: list[int]) -> int:
+        return self.cache.cells_after([*self.pending, *new_lengths])
+
+
+def left_padded(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """input_ids, attention_mask and position_ids of token rows left-padded to the longest."""
+    width = max(len(r) for r in rows)
+    ids = np.zeros((len(rows), width), np.int64)
+    mask = np.zeros((len(rows), width), np.int64)
+    positions = np.zeros((len(rows), width), np.int64)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = row
+        mask[i, width - len(row):] = 1
+        positions[i, width - len(row):] = np.arange(len(row))
+    return ids, mask, positions
+
+
+def row_kv(present: list[np.ndarray], row: int, start: int) -> list[np.ndarray]:
+    """One row of a left-padded prefill's KV, without its padding columns."""
+    return [np.ascontiguousarray(kv[row:row + 1, :, start:]) for kv in present]
+
+
+def length_groups(sequences: list[Sequence], max_tokens: int) -> list[list[Sequence]]:
+    """Split a prefill into groups of similar length, so left-padding wastes little compute."""
+    groups: list[list[Sequence]] = []
+    for seq in sorted(sequences, key=lambda s: s.cache_tokens):
+        group = groups[-1] if groups else None
+        if group is not None:
+            slots = seq.cache_tokens * (len(group) + 1)  # sorted: this one is the longest
+            used = sum(s.cache_tokens for s in group) + seq.cache_tokens
+            if slots <= max_tokens and slots - used <= PREFILL_PADDING_WASTE * slots:
+                group.append(seq)
+                continue
+        groups.append([seq])
+    return groups
