@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 
-from frontend.errors import Conflict, ModelNotFound, Timeout
+from frontend.errors import APIError, Conflict, InvalidRequest, ModelNotFound, Timeout
 from frontend.metrics import Metrics
 from frontend.protocol.admin import ModelStatus, ModelStatusList
 from frontend.registry import READY, ModelRegistry
@@ -98,8 +98,11 @@ class AdminService:
             log.info("admin: loading %s%s", name, " with a config override" if config else "")
             try:
                 await self.backend.load_model(name, config)
-            except Exception:
+            except APIError as error:
                 self.metrics.admin_operations.labels("load", name, "error").inc()
+                if config is not None and error.status >= 500:  # Triton says INTERNAL for a bad override
+                    raise InvalidRequest(f"Triton refused the config override: {error.message}",
+                                         param="config") from error
                 raise
             finally:
                 self._changed(name)
