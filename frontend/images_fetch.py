@@ -151,9 +151,8 @@ class ImageFetcher:
 
     async def fetch(self, url: str) -> bytes:
         try:
-            async with asyncio.timeout(self.limits.timeout_s):
-                return await self._follow(url)
-        except TimeoutError:
+            return await asyncio.wait_for(self._follow(url), self.limits.timeout_s)
+        except asyncio.TimeoutError:
             raise ImageFetchFailed(f"fetching the image URL took over {self.limits.timeout_s:g} s") from None
 
     async def _follow(self, url: str) -> bytes:

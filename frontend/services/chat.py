@@ -107,7 +107,12 @@ class ChatService:
                                  param="messages", code="too_many_images")
         if parts and self.images is None:
             raise InvalidRequest("this server does not accept images", param=parts[0][0])
-        return list(await asyncio.gather(*(self.images.load(url.url, param) for param, url in parts)))
+        fetches = [asyncio.ensure_future(self.images.load(url.url, param)) for param, url in parts]
+        try:
+            return list(await asyncio.gather(*fetches))
+        finally:  # the first refusal ends the request: stop the other fetches
+            for fetch in fetches:
+                fetch.cancel()
 
     async def create(self, request: ChatCompletionRequest, request_id: str,
                      is_disconnected: Callable[[], Awaitable[bool]]) -> dict | AsyncIterator[dict]:
