@@ -202,6 +202,47 @@ class _Recording:
         return getattr(self._decoder, name)
 
 
+def test_a_failing_step_fails_its_requests_and_the_engine_goes_on(parts):
+    engine = make_engine(parts).start()
+    real_run = engine.decoder.run
+    calls = []
+
+    def failing_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("out of memory")
+        return real_run(*args, **kwargs)
+
+    engine.decoder = _Recording(engine.decoder, failing_once)
+    try:
+        victim = submit(engine, "Hello there", max_tokens=50, **GREEDY)
+        _wait(victim)
+        assert victim.error == "generation failed: out of memory" and victim.finals == 1
+        assert engine.cache.batch == 0 and not engine.running
+        after = submit(engine, "Hello there", max_tokens=3, **GREEDY)
+        _wait(after)
+        assert after.finish_reason == "length"
+    finally:
+        engine.stop()
+
+
+def test_stop_fails_what_is_in_flight(parts):
+    engine = make_engine(parts, max_num_seqs=1)
+    running = submit(engine, "Go on", max_tokens=200, **GREEDY)
+    engine.step()
+    waiting = submit(engine, "Wait", max_tokens=2, **GREEDY)
+    engine.start()
+    engine.stop()
+    assert running.finals == 1 and waiting.finals == 1
+    assert "shutting down" in (waiting.error or "")
+
+
+def _wait(sink: Sink, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not sink.finals and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_stats_are_logged_and_reset(parts, caplog):
     engine = make_engine(parts)
     run(engine, [submit(engine, "Hello there", max_tokens=3, **GREEDY)])
