@@ -25,10 +25,23 @@ def _sampling_is_deterministic(body: dict) -> bool:
     return body.get("temperature") == 0 or body.get("seed") is not None
 
 
+def _fetches_images(body: dict) -> bool:
+    """http(s) image_url parts: what the URL serves may change, so the body alone does not fix the answer."""
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else ():
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else ():
+            image = part.get("image_url") if isinstance(part, dict) else None
+            url = image.get("url") if isinstance(image, dict) else None
+            if isinstance(url, str) and not url.startswith("data:"):
+                return True
+    return False
+
+
 # Which requests may be answered from the cache: path -> "is this request deterministic?"
 POLICIES: dict[str, Callable[[dict], bool]] = {
     "/v1/embeddings": lambda body: True,
-    "/v1/chat/completions": _sampling_is_deterministic,
+    "/v1/chat/completions": lambda body: _sampling_is_deterministic(body) and not _fetches_images(body),
     "/v1/completions": _sampling_is_deterministic,
     "/v1/images/generations": lambda body: body.get("seed") is not None,
 }

@@ -121,3 +121,13 @@ async def test_unknown_part_types_are_refused_for_vision_models_too(client, vlm)
     messages = [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]
     assert_error(await client.post(URL, json={"model": vlm, "messages": messages}), 400,
                  param="messages[0].content[0].type")
+
+
+def test_chat_with_fetched_images_is_never_answered_from_the_cache():
+    from frontend.cache import cacheable
+
+    def body(url: str) -> dict:
+        return {"model": "vlm", "temperature": 0, "messages": [{"role": "user", "content": [image_part(url)]}]}
+
+    assert cacheable("/v1/chat/completions", body(data_uri(png())))  # the bytes are in the body
+    assert not cacheable("/v1/chat/completions", body("https://example.com/cat.png"))
