@@ -206,3 +206,65 @@ async def test_a_hostname_connects_to_the_checked_address_and_keeps_its_name(ser
     Handler.hosts.clear()
     assert await fetcher(server).load(f"http://localhost:{server}/png") == PNG
     assert Handler.hosts == [f"localhost:{server}"]
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    """An HTTPS server on 127.0.0.1 whose certificate names `images.test`; records the SNI it is sent."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make a certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=images.test", "-addext", "subjectAltName=DNS:images.test"],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    names: list[str | None] = []
+    context.sni_callback = lambda _socket, name, _context: names.append(name)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd.server_address[1], cert, names
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def fake_dns(monkeypatch, answers: dict[str, list[str]]):
+    """`socket.getaddrinfo` answering these names (as a DNS server would); other names as before."""
+    import socket
+
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host in answers:
+            return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
+                    for a in answers[host]]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+async def test_https_connects_to_the_checked_address_with_the_hostnames_sni_and_certificate(tls_server, monkeypatch):
+    import ssl
+
+    import httpx
+
+    port, cert, names = tls_server
+    fake_dns(monkeypatch, {"images.test": ["127.0.0.1"]})
+    transport = httpx.AsyncHTTPTransport(verify=ssl.create_default_context(cafile=str(cert)))
+    pinned = ImageFetcher(AddressGuard([f"127.0.0.1:{port}"]), FetchLimits(max_bytes=4096), transport=transport)
+    Handler.hosts.clear()
+    assert await pinned.load(f"https://images.test:{port}/png") == PNG
+    assert names[-1] == "images.test" and Handler.hosts == [f"images.test:{port}"]
+
+
+async def test_one_private_address_among_public_ones_refuses_the_host(monkeypatch):
+    fake_dns(monkeypatch, {"mixed.test": ["93.184.216.34", "10.0.0.7"]})
+    with pytest.raises(ImageURLRefused, match="resolves to 10.0.0.7"):
+        await fetcher(None).load("http://mixed.test/cat.png")
