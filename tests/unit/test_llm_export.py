@@ -292,3 +292,58 @@ def test_failed_export_leaves_neither_partial_nor_model_folder(tmp_path, monkeyp
     with pytest.raises(ExportError, match="parity"):
         llm.run(args)
     assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
+
+
+def llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """convert_hf_to_gguf.py's Q/K row order (interleaved halves for its RoPE)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_gguf(path, model) -> None:
+    """A GGUF holding the model's Linear weights as Q4_1 (Q/K permuted as llama.cpp stores them), the
+    model's weights replaced by their dequantised values, as transformers' GGUF loader leaves them."""
+    import torch
+    from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
+
+    cfg = model.config
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg.num_hidden_layers)
+    writer = gguf.GGUFWriter(str(path), "llama")
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or name == "lm_head":
+            continue
+        w = module.weight.detach().numpy()
+        heads = {"q_proj": cfg.num_attention_heads, "k_proj": cfg.num_key_value_heads}.get(
+            name.split(".")[-1]
+        )
+        stored = llama_cpp_permute(w, heads) if heads else w
+        raw = gguf.quants.quantize(stored, gguf.GGMLQuantizationType.Q4_1)
+        loaded = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType.Q4_1)
+        if heads:
+            loaded = LlamaTensorProcessor(config={})._reverse_permute_weights(loaded, heads)
+        module.weight.data = torch.from_numpy(np.ascontiguousarray(loaded))
+        gguf_name = name_map.get_name(f"{name}.weight", try_suffixes=(".weight",))
+        writer.add_tensor(gguf_name, raw, raw_dtype=gguf.GGMLQuantizationType.Q4_1)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_gguf_blocks_are_found_unpermuted_and_checked(tmp_path, tiny_llama):
+    import copy
+
+    import torch
+
+    model = copy.deepcopy(tiny_llama)
+    write_gguf(tmp_path / "m.gguf", model)
+    weights = {
+        n: m.weight.detach().numpy() for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+    }
+    found = llm.gguf_blocks(model, tmp_path / "m.gguf", weights)
+    assert len(found) == 7 * model.config.num_hidden_layers  # lm_head is tied: no tensor of its own
+    for name, blocks in found.items():
+        np.testing.assert_array_equal(blocks.dequantize(), weights[name])
+
+    weights["model.layers.1.self_attn.k_proj"] = weights["model.layers.1.self_attn.k_proj"] + 1e-3
+    with pytest.raises(ExportError, match="attn_k"):
+        llm.gguf_blocks(model, tmp_path / "m.gguf", weights)
