@@ -140,9 +140,12 @@ def load(model_id: str | None):
         return tiny_model()
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    processor = AutoProcessor.from_pretrained(model_id)
-    model = LlavaForConditionalGeneration.from_pretrained(model_id, dtype=torch.float32,
-                                                          attn_implementation="eager").eval()
+    try:
+        processor = AutoProcessor.from_pretrained(model_id)
+        model = LlavaForConditionalGeneration.from_pretrained(model_id, dtype=torch.float32,
+                                                              attn_implementation="eager").eval()
+    except (OSError, ValueError) as exc:  # not found, not reachable, not a LLaVA checkpoint
+        raise ExportError(f"cannot load LLaVA model {model_id!r}: {exc}") from exc
     return processor, model
 
 
