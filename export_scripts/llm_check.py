@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 MIN_TOP1, MAX_KL = 0.95, 0.01  # quantised vs fp32, teacher-forced (llama.cpp's own Q4_1: 0.969 / 0.003)
 PARITY_TOKENS = 24
+TIE_LOGIT_GAP = 1e-3  # fp32 ORT vs torch logits: max difference 1e-4 measured on SmolLM2
 PARITY_PROMPTS = [
     "What is the capital of France?",
     "Write a haiku about the sea.",
@@ -104,6 +105,14 @@ class OrtDecoder:
         return logits[0]
 
 
+def first_difference(want: list[int], have: list[int]) -> int | None:
+    """First step where `have` departs from `want` (`have` may run on past an end-of-sequence)."""
+    for step, token in enumerate(want):
+        if step >= len(have) or have[step] != token:
+            return step
+    return None
+
+
 def until_eos(tokens, eos_ids: set[int]) -> list[int]:
     """Tokens up to and including the first end-of-sequence token."""
     out = []
@@ -156,39 +165,58 @@ def chat_prompts(tokenizer, texts: list[str]) -> list[list[int]]:
 
 
 def check_parity(model, tokenizer, decoder: OrtDecoder) -> dict:
-    """Greedy token ids of the ONNX graph must equal transformers', alone and in a left-padded batch."""
+    """Greedy token ids of the ONNX graph must equal transformers', alone and in a left-padded batch.
+
+    The one allowance: where the tokens part at a tie in transformers' own logits (the two tokens within
+    `TIE_LOGIT_GAP`), float summation order on another CPU may pick either, so that row is compared up to
+    there and the tie is logged. Any other difference fails the export.
+    """
     import torch
 
     prompts = chat_prompts(tokenizer, PARITY_PROMPTS)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = {tokenizer.eos_token_id}
     cases = [[p] for p in prompts] + [prompts]
+    ties = 0
     for case in cases:
         ids, mask = left_pad(case, pad)
         with torch.no_grad():
-            expected = model.generate(
+            out = model.generate(
                 torch.from_numpy(ids),
                 attention_mask=torch.from_numpy(mask),
                 do_sample=False,
                 max_new_tokens=PARITY_TOKENS,
                 pad_token_id=pad,
-            )[:, ids.shape[1] :].numpy()
+                output_logits=True,
+                return_dict_in_generate=True,
+            )
+        expected = out.sequences[:, ids.shape[1] :].numpy()
+        logits = torch.stack(out.logits, dim=1).numpy()  # [batch, step, vocab]
         got = decoder.greedy(case, PARITY_TOKENS, pad)
         for row, (want, have) in enumerate(zip(expected, got)):
             want, have = until_eos(want, eos), until_eos(have, eos)
-            if want != have[: len(want)]:
+            step = first_difference(want, have)
+            if step is None:
+                continue
+            gap = abs(float(logits[row, step, want[step]] - logits[row, step, have[step]]))
+            if gap > TIE_LOGIT_GAP:
                 raise ExportError(
-                    f"fp32 ONNX greedy tokens differ from transformers (batch {len(case)}, row {row}): "
-                    f"{have} != {want}"
+                    f"fp32 ONNX greedy tokens differ from transformers (batch {len(case)}, row {row}, "
+                    f"step {step}, logit gap {gap:.2e}): {have} != {want}"
                 )
+            ties += 1
+            log.warning(
+                "parity: batch %d row %d parts at a tie (step %d, gap %.1e)", len(case), row, step, gap
+            )
     answer = tokenizer.decode(until_eos(decoder.greedy(prompts[:1], PARITY_TOKENS, pad)[0], eos))
     log.info(
-        "fp32 parity: %d cases equal transformers' greedy tokens; %r -> %r",
+        "fp32 parity: %d cases equal transformers' greedy tokens (%d rows parted at a tie); %r -> %r",
         len(cases),
+        ties,
         PARITY_PROMPTS[0],
         answer,
     )
-    return {"parity_cases": len(cases), "sample_answer": answer}
+    return {"parity_cases": len(cases), "parity_ties": ties, "sample_answer": answer}
 
 
 def check_quality(tokenizer, fp32: OrtDecoder, quant: OrtDecoder) -> dict:

@@ -347,3 +347,10 @@ def test_gguf_blocks_are_found_unpermuted_and_checked(tmp_path, tiny_llama):
     weights["model.layers.1.self_attn.k_proj"] = weights["model.layers.1.self_attn.k_proj"] + 1e-3
     with pytest.raises(ExportError, match="attn_k"):
         llm.gguf_blocks(model, tmp_path / "m.gguf", weights)
+
+
+def test_first_difference():
+    assert llm_check.first_difference([4, 5, 2], [4, 5, 2, 9]) is None
+    assert llm_check.first_difference([4, 5, 6], [4, 7, 6]) == 1
+    assert llm_check.first_difference([4, 5, 6], [4, 2]) == 1
+    assert llm_check.first_difference([4, 5, 6], [4, 5]) == 2
