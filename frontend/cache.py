@@ -47,6 +47,10 @@ POLICIES: dict[str, Callable[[dict], bool]] = {
 }
 
 
+# Endpoints whose `model` is optional: the first ready model of this task answers (as the service picks it).
+DEFAULT_MODEL_TASKS = {"/v1/images/generations": "images"}
+
+
 def cacheable(path: str, body: object) -> bool:
     policy = POLICIES.get(path)
     return policy is not None and isinstance(body, dict) and policy(body)

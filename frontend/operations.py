@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import orjson
 
 from frontend.auth import ApiKey, KeyStore, Limits, required_scope
-from frontend.cache import ResponseCache, ResponseRecorder, cacheable
+from frontend.cache import DEFAULT_MODEL_TASKS, ResponseCache, ResponseRecorder, cacheable
 from frontend.errors import APIError, AuthenticationError, PermissionDenied, RateLimited, error_response
 from frontend.logs import request_id_var
 from frontend.metrics import NO_MODEL, OTHER_ENDPOINT, UNKNOWN_MODEL, Metrics
@@ -53,7 +53,7 @@ class Operations:
         limiter = RateLimiter(settings.redis_url, settings.request_timeout_s)
         log.info("rate limits in %s; response cache %s", "redis" if limiter.shared else "memory",
                  f"{settings.cache_max_bytes} bytes, {settings.cache_ttl_s:g}s, per {settings.cache_scope}"
-                 if cache else "off")
+                 if cache is not None else "off")
         return cls(keys, limiter, cache, Metrics(), settings.metrics_public)
 
     async def scrape(self, backend) -> bytes:
@@ -213,10 +213,12 @@ class CacheLayer:
             body = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
             body = None
+        path = scope["path"]
         name = body.get("model") if isinstance(body, dict) else None
+        if name is None and isinstance(body, dict) and path in DEFAULT_MODEL_TASKS:
+            name = await _default_model(services.registry, DEFAULT_MODEL_TASKS[path])
         state = scope.setdefault("state", {})
         state["model"] = await ops.model_label(services.registry, name)
-        path = scope["path"]
         if ops.cache is None or not cacheable(path, body) or state["model"] in (NO_MODEL, UNKNOWN_MODEL):
             return await self.app(scope, receive, send)
         try:
@@ -249,6 +251,13 @@ class CacheLayer:
         if response is not None and not no_store and ops.cache.put(cache_key, response):
             ops.metrics.cache_stores.labels(path).inc()
             ops.metrics.cache_bytes.set(ops.cache.bytes)
+
+
+async def _default_model(registry: ModelRegistry, task: str) -> str | None:
+    try:
+        return next((m.name for m in await registry.list() if m.task == task and m.ready), None)
+    except APIError:
+        return None
 
 
 async def _replay(response, send) -> None:

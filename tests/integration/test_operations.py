@@ -205,3 +205,28 @@ def test_metrics_scraped_and_parsed(cached):
     assert tokens[MODEL] >= 5  # [CLS] count me [SEP] is 4, plus the cache test's inputs
     alias = httpx.get(f"{cached.url}/admin/metrics", headers={"Authorization": "Bearer sk-alice"})
     assert alias.status_code == 200 and "modelgate_cache_hits_total" in alias.text
+
+
+def test_streamed_chat_hit_replays_the_same_sse_bytes(http):  # the session's frontend and Triton (SmolLM2)
+    body = {"model": "smollm2-135m-instruct", "temperature": 0, "max_tokens": 12, "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": f"Say something about the number {uuid.uuid4().int % 997}."}]}
+    miss = http.post("/v1/chat/completions", json=body)
+    started = time.perf_counter()
+    hit = http.post("/v1/chat/completions", json=body)
+    replay_s = time.perf_counter() - started
+    assert (miss.headers["x-cache"], hit.headers["x-cache"]) == ("miss", "hit")
+    assert hit.headers["content-type"].startswith("text/event-stream")
+    assert hit.content == miss.content and miss.content.endswith(b"data: [DONE]\n\n")
+    assert miss.content.count(b"data: ") > 3 and replay_s < 1.0
+
+
+def test_seeded_image_hit_is_the_same_png(http):  # the session's frontend and Triton (tiny SD)
+    body = {"prompt": f"a red square {uuid.uuid4()}", "seed": 11, "size": "64x64", "response_format": "b64_json",
+            "steps": 2}
+    miss, hit = http.post("/v1/images/generations", json=body), http.post("/v1/images/generations", json=body)
+    assert miss.status_code == 200, miss.text
+    assert (miss.headers["x-cache"], hit.headers["x-cache"]) == ("miss", "hit")
+    assert hit.content == miss.content
+    unseeded = {k: v for k, v in body.items() if k != "seed"}
+    assert "x-cache" not in http.post("/v1/images/generations", json=unseeded).headers
