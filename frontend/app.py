@@ -13,11 +13,10 @@ from frontend.images_fetch import ImageFetcher
 from frontend.middleware import BodySizeLimit, RequestContext
 from frontend.operations import CacheLayer, Gate, Operations
 from frontend.registry import ModelRegistry
-from frontend.routers import admin, metrics
-from frontend.routers import chat, completions, embeddings, health, images, models
+from frontend.routers import admin, chat, completions, embeddings, health, images, metrics, models
+from frontend.services.admin import AdminService
 from frontend.services.chat import ChatService
 from frontend.services.completions import CompletionService
-from frontend.services.admin import AdminService
 from frontend.services.embeddings import EmbeddingService
 from frontend.services.images import ImageLinks, ImageService
 from frontend.services.models import ModelService

@@ -48,7 +48,7 @@ class Limits:
     max_concurrent: int = 0
 
     @classmethod
-    def parse(cls, data: dict | None, default: "Limits") -> "Limits":
+    def parse(cls, data: dict | None, default: Limits) -> Limits:
         data = data or {}
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
@@ -95,7 +95,7 @@ class KeyStore:
         return bool(self.keys)
 
     @classmethod
-    def load(cls, file: str = "", env_keys: str = "", default_limits: Limits = Limits()) -> "KeyStore":
+    def load(cls, file: str = "", env_keys: str = "", default_limits: Limits = Limits()) -> KeyStore:
         keys = []
         if file:
             data = json.loads(Path(file).read_text())

@@ -7,7 +7,14 @@ becomes a label as is.
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 UNKNOWN_MODEL = "unknown"  # a model name the repository does not know
 NO_MODEL = "none"  # an endpoint without a model (health, /v1/models, admin)

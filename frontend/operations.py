@@ -39,7 +39,7 @@ class Operations:
     metrics_public: bool
 
     @classmethod
-    def build(cls, settings: Settings) -> "Operations":
+    def build(cls, settings: Settings) -> Operations:
         defaults = Limits(settings.default_requests_per_minute, settings.default_tokens_per_minute,
                           settings.default_max_concurrent)
         keys = KeyStore.load(settings.api_keys_file, settings.api_keys.get_secret_value(), defaults)

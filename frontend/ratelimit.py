@@ -32,7 +32,7 @@ def duration(seconds: float) -> str:
         return f"{math.ceil(seconds * 1000)}ms"
     if seconds < 60:
         return f"{round(seconds, 1):g}s"
-    minutes, rest = divmod(int(math.ceil(seconds)), 60)
+    minutes, rest = divmod(math.ceil(seconds), 60)
     return f"{minutes}m{rest}s"
 
 
@@ -66,7 +66,7 @@ class RateLimiter:
         # Requests: a moving window (exact; one entry per request). Tokens: a fixed window (one counter, however
         # many tokens are charged; the budget returns whole at the window's end).
         self.windows = {"requests": MovingWindowRateLimiter(self.storage), "tokens": FixedWindowRateLimiter(self.storage)}
-        self.slot_ttl_s = int(math.ceil(slot_ttl_s))
+        self.slot_ttl_s = math.ceil(slot_ttl_s)
         self.shared = bool(redis_url)
 
     @staticmethod

@@ -45,10 +45,10 @@ async def test_entries_are_per_key_by_default(client):
 async def test_global_scope_shares_entries(backend):
     app = create_app(Settings(model_index_ttl_s=0, api_keys="alice=sk-alice,bob=sk-bob", cache_scope="global"),
                      backend=backend)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
-            await c.post("/v1/embeddings", json=EMBED, headers=ALICE)
-            assert (await c.post("/v1/embeddings", json=EMBED, headers=BOB)).headers["x-cache"] == "hit"
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        await c.post("/v1/embeddings", json=EMBED, headers=ALICE)
+        assert (await c.post("/v1/embeddings", json=EMBED, headers=BOB)).headers["x-cache"] == "hit"
 
 
 @pytest.mark.parametrize("headers, label, stored", [

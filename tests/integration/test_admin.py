@@ -47,10 +47,11 @@ def own_triton(own_repository):
 
 @pytest.fixture(scope="module")
 def http(own_triton):
-    with run_frontend(Settings(triton_grpc_url=own_triton.grpc_url, model_index_ttl_s=60, admin_wait_s=120,
-                               api_keys="ops=sk-ops")) as frontend:
-        with httpx.Client(base_url=frontend.url, timeout=300, headers={"Authorization": "Bearer sk-ops"}) as client:
-            yield client
+    settings = Settings(triton_grpc_url=own_triton.grpc_url, model_index_ttl_s=60, admin_wait_s=120,
+                        api_keys="ops=sk-ops")
+    with run_frontend(settings) as frontend, httpx.Client(base_url=frontend.url, timeout=300,
+                                                          headers={"Authorization": "Bearer sk-ops"}) as client:
+        yield client
 
 
 def served(http) -> list[str]:
