@@ -14,6 +14,7 @@ import argparse
 import importlib.util
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -324,13 +325,19 @@ def run(args: argparse.Namespace) -> list[str]:
         log.info("%s is up to date", model_dir)
         return [args.name]
 
-    staging = model_dir.with_name(f".{args.name}.partial")
+    # One staging folder per process: two exports at once (parallel test sessions) must not share one, or one
+    # deletes the other's files and a stamped folder without its ONNX files gets renamed into place.
+    staging = model_dir.with_name(f".{args.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     try:
         info = export_into(staging, source, args)
         write_stamp([staging], digest, info)
         shutil.rmtree(model_dir, ignore_errors=True)
-        staging.rename(model_dir)
+        try:
+            staging.rename(model_dir)
+        except OSError:  # another export finished first (rename onto a non-empty folder): keep its result
+            if not is_current([model_dir], digest):
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [args.name]
