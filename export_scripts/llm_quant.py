@@ -225,6 +225,24 @@ def _gather_nodes(node: onnx.NodeProto, blocks: Blocks, prefix: str):
     return [gathered], inits
 
 
+def _share_table(nodes, inits, table: str, prefix: str):
+    """Feed a Q8_0 MatMulNBits from the GatherBlockQuantized table of the same blocks.
+
+    Same bytes, another shape: Reshape nodes (folded by ORT at load) replace a second copy in the file.
+    """
+    qweight = next(i for i in inits if i.name == f"{prefix}.qweight")
+    shapes = {f"{prefix}.qweight": list(qweight.dims), f"{prefix}.scales": [-1]}
+    sources = {f"{prefix}.qweight": f"{table}.qdata", f"{prefix}.scales": f"{table}.scales"}
+    reshapes, shape_inits = [], []
+    for name, shape in shapes.items():
+        shape_inits.append(numpy_helper.from_array(np.array(shape, np.int64), f"{name}.shape"))
+        reshapes.append(
+            helper.make_node("Reshape", [sources[name], f"{name}.shape"], [name], name=f"{name}.Reshape")
+        )
+    kept = [i for i in inits if i.name not in shapes]
+    return reshapes + nodes, kept + shape_inits
+
+
 def quantize_graph(model: onnx.ModelProto, blocks_by_key: dict[str, Blocks], accuracy_level: int = 4):
     """Replace every MatMul (and the embedding Gather) whose fp32 weight has blocks, in place.
 
@@ -235,6 +253,7 @@ def quantize_graph(model: onnx.ModelProto, blocks_by_key: dict[str, Blocks], acc
     graph = model.graph
     inits = {init.name: init for init in graph.initializer}
     new_nodes, new_inits, replaced = [], [], {"MatMul": 0, "Gather": 0}
+    gathered = {}  # id(blocks) -> prefix of the GatherBlockQuantized table holding them
     for node in graph.node:
         kind = node.op_type
         weight_name = node.input[1] if kind == "MatMul" else node.input[0] if kind == "Gather" else None
@@ -250,8 +269,11 @@ def quantize_graph(model: onnx.ModelProto, blocks_by_key: dict[str, Blocks], acc
         prefix = f"q.{weight_name}.{replaced[kind]}".replace("::", "_")
         if kind == "MatMul":
             nodes, extra = _matmul_nbits_nodes(node, matmul_nbits_weight(blocks), prefix, accuracy_level)
+            if id(blocks) in gathered:  # tied embeddings: the LM head reads the table's bytes
+                nodes, extra = _share_table(nodes, extra, gathered[id(blocks)], prefix)
         else:
             nodes, extra = _gather_nodes(node, blocks, prefix)
+            gathered[id(blocks)] = prefix
         new_nodes += nodes
         new_inits += extra
         replaced[kind] += 1

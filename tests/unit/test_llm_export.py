@@ -354,3 +354,16 @@ def test_first_difference():
     assert llm_check.first_difference([4, 5, 6], [4, 7, 6]) == 1
     assert llm_check.first_difference([4, 5, 6], [4, 2]) == 1
     assert llm_check.first_difference([4, 5, 6], [4, 5]) == 2
+
+
+def test_tied_embedding_and_lm_head_share_one_quantised_table():
+    table = weight(50, 64)
+    blocks = llm_quant.quantize(table, llm_quant.Q8_0)
+    model = tiny_graph(table, table)  # Gather(table) then MatMul(table.T): tied, as SmolLM2's LM head
+    keys = {llm_quant.weight_key(table): blocks}
+    assert llm_quant.quantize_graph(model, keys, accuracy_level=0) == {"MatMul": 1, "Gather": 1}
+    uint8 = [i for i in model.graph.initializer if i.data_type == TensorProto.UINT8]
+    assert len(uint8) == 1  # one copy of the codes, reshaped for MatMulNBits
+    ids = np.array([[3, 7, 49]], np.int64)
+    expected = blocks.dequantize()[ids] @ blocks.dequantize().T
+    np.testing.assert_allclose(run(model, ids), expected, rtol=1e-5, atol=1e-5)
