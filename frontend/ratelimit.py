@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from limits import RateLimitItemPerMinute
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+from limits.errors import StorageError
 from limits.storage import storage_from_string
 
 from frontend.auth import ApiKey
@@ -60,9 +61,9 @@ class RateLimiter:
 
     def __init__(self, redis_url: str = "", slot_ttl_s: float = 600.0):
         if redis_url:
-            self.storage = storage_from_string(f"async+{redis_url}", implementation="redispy")
+            self.storage = storage_from_string(f"async+{redis_url}", implementation="redispy", wrap_exceptions=True)
         else:
-            self.storage = storage_from_string("async+memory://")
+            self.storage = storage_from_string("async+memory://", wrap_exceptions=True)
         # Requests: a moving window (exact; one entry per request). Tokens: a fixed window (one counter, however
         # many tokens are charged; the budget returns whole at the window's end).
         self.windows = {"requests": MovingWindowRateLimiter(self.storage), "tokens": FixedWindowRateLimiter(self.storage)}
@@ -92,7 +93,16 @@ class RateLimiter:
         """Count one request against `key` (and take a concurrency slot); RateLimited when over a limit.
 
         Returns the x-ratelimit-* headers as of admission. Call `release` once the response has ended.
+        Storage down (redis unreachable): the request is let through unlimited, with an ERROR log, rather than
+        every request failing.
         """
+        try:
+            return await self._admit(key)
+        except StorageError as exc:
+            log.error("rate limit storage failed, admitting %s unlimited: %s", key.name, exc.storage_error)
+            return []
+
+    async def _admit(self, key: ApiKey) -> list[tuple[bytes, bytes]]:
         limits = key.limits
         if limits.max_concurrent:
             taken = await self.storage.incr(self._slot(key), self.slot_ttl_s, 1)
@@ -127,10 +137,19 @@ class RateLimiter:
 
     async def release(self, key: ApiKey) -> None:
         if key.limits.max_concurrent:
-            await self._give_back(key)
+            try:
+                await self._give_back(key)
+            except StorageError as exc:  # its safety expiry frees the slot
+                log.error("rate limit storage failed releasing a slot of %s: %s", key.name, exc.storage_error)
 
     async def charge_tokens(self, key: ApiKey, tokens: int) -> None:
         """Take `tokens` from the key's budget, down to zero (the usage happened; it cannot be refused)."""
+        try:
+            await self._charge(key, tokens)
+        except StorageError as exc:
+            log.error("rate limit storage failed charging %d tokens to %s: %s", tokens, key.name, exc.storage_error)
+
+    async def _charge(self, key: ApiKey, tokens: int) -> None:
         limit = key.limits.tokens_per_minute
         if not limit or tokens <= 0:
             return

@@ -63,3 +63,14 @@ async def test_unlimited_keys_get_no_headers():
     limiter = RateLimiter()
     assert await limiter.admit(key()) == []
     assert await limiter.headers(key()) == []
+
+
+async def test_unreachable_redis_admits_unlimited_with_an_error_log(caplog):
+    from launcher.triton import free_port
+
+    limiter = RateLimiter(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    k = key(requests_per_minute=1, tokens_per_minute=5, max_concurrent=1)
+    assert await limiter.admit(k) == [] and await limiter.admit(k) == []
+    await limiter.charge_tokens(k, 3)
+    await limiter.release(k)
+    assert "rate limit storage failed" in caplog.text
