@@ -29,6 +29,8 @@ triton_log = logging.getLogger("tritonserver")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 OUR_BACKENDS = PROJECT_ROOT / "backends"
+# Set by the test session when it runs under coverage: the rcfile the Triton stubs should measure with.
+COVERAGE_RCFILE_ENV = "MODELGATE_COVERAGE_RCFILE"
 
 
 class LaunchError(RuntimeError):
@@ -100,6 +102,10 @@ def stub_environment() -> dict[str, str]:
     # The stub's embedded interpreter ignores PYTHONPATH; model.py shims read this variable instead.
     env["MODELGATE_PYTHONPATH"] = os.pathsep.join((str(PROJECT_ROOT), site))
     env.setdefault("OMP_NUM_THREADS", "1")  # thread counts are set per model; keep BLAS from oversubscribing
+    rcfile = env.pop(COVERAGE_RCFILE_ENV, None)
+    if rcfile:  # measure our code in the stubs too; each stub writes its own .coverage.* file at exit
+        env["COVERAGE_PROCESS_START"] = rcfile
+        env["COVERAGE_FILE"] = str(Path(rcfile).resolve().parent / ".coverage")
     return env
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,16 @@ from export_scripts.__main__ import main as export_main
 
 ROOT = Path(__file__).resolve().parent.parent
 REPOSITORY = ROOT / "model_repository"
+
+
+def pytest_sessionstart(session):
+    """Under coverage, have every Triton this session starts measure our code in its Python stubs."""
+    import coverage
+
+    from launcher.triton import COVERAGE_RCFILE_ENV
+
+    if coverage.Coverage.current() is not None:
+        os.environ[COVERAGE_RCFILE_ENV] = str(ROOT / "pyproject.toml")
 
 
 @pytest.fixture(scope="session")

@@ -3,3 +3,15 @@
 `model.py` files in the model repository are one-line shims that import a `TritonPythonModel` from here,
 so the logic is importable, unit-tested and shared instead of copied into each model folder.
 """
+
+import os as _os
+
+# Test runs measure code inside Triton's stub processes too: the launcher sets COVERAGE_PROCESS_START
+# for them when the test session is under coverage (see launcher.triton.stub_environment).
+if _os.environ.get("COVERAGE_PROCESS_START"):
+    try:
+        import coverage as _coverage
+
+        _coverage.process_startup()
+    except ImportError:  # pragma: no cover - coverage is a test dependency
+        pass

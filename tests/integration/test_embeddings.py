@@ -100,9 +100,10 @@ def test_triton_response_cache_serves_repeats(openai_client, triton):
         return float(match.group(1)) if match else 0.0
 
     text = "a sentence that only the cache test sends"
-    openai_client.embeddings.create(model=MODEL, input=[text])
+    no_store = {"Cache-Control": "no-store"}  # past the frontend's own cache, so Triton sees the repeat
+    openai_client.embeddings.create(model=MODEL, input=[text], extra_headers=no_store)
     before = hits()
-    openai_client.embeddings.create(model=MODEL, input=[text])
+    openai_client.embeddings.create(model=MODEL, input=[text], extra_headers=no_store)
     assert hits() == before + 1
 
 
