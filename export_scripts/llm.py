@@ -11,6 +11,7 @@ transformers' and the quantised graph agrees with fp32 (teacher-forced top-1 and
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib.util
 import json
 import logging
@@ -324,22 +325,23 @@ def run(args: argparse.Namespace) -> list[str]:
     if not args.force and is_current([model_dir], digest):
         log.info("%s is up to date", model_dir)
         return [args.name]
-
-    # One staging folder per process: two exports at once (parallel test sessions) must not share one, or one
-    # deletes the other's files and a stamped folder without its ONNX files gets renamed into place.
-    staging = model_dir.with_name(f".{args.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        info = export_into(staging, source, args)
-        write_stamp([staging], digest, info)
-        shutil.rmtree(model_dir, ignore_errors=True)
-        try:
-            staging.rename(model_dir)
-        except OSError:  # another export finished first (rename onto a non-empty folder): keep its result
-            if not is_current([model_dir], digest):
-                raise
-    finally:
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Parallel test sessions each run `export all`: the second waits for the first, then finds it current.
+    with open(model_dir.with_name(f".{args.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not args.force and is_current([model_dir], digest):
+            log.info("%s was exported meanwhile by another process", model_dir)
+            return [args.name]
+        # One staging folder per process, in case a lock is not honoured (network file systems).
+        staging = model_dir.with_name(f".{args.name}.partial-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
+        try:
+            info = export_into(staging, source, args)
+            write_stamp([staging], digest, info)
+            shutil.rmtree(model_dir, ignore_errors=True)
+            staging.rename(model_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return [args.name]
 
 

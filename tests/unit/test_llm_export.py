@@ -291,7 +291,38 @@ def test_failed_export_leaves_neither_partial_nor_model_folder(tmp_path, monkeyp
     args.repository, args.force = tmp_path / "repo", False
     with pytest.raises(ExportError, match="parity"):
         llm.run(args)
-    assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
+    assert [p.name for p in (tmp_path / "repo").iterdir()] == [f".{llm.MODEL_NAME}.lock"]
+
+
+def test_concurrent_exports_run_once(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    calls = []
+
+    def slow_export(model_dir, source, args):
+        calls.append(model_dir.name)
+        (model_dir / "1").mkdir(parents=True)
+        time.sleep(0.3)
+        return {}
+
+    monkeypatch.setattr(llm, "export_into", slow_export)
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    parser = argparse.ArgumentParser()
+    llm.add_arguments(parser)
+    args = parser.parse_args(["--model", str(tmp_path / "m.gguf")])
+    args.repository, args.force = tmp_path / "repo", False
+    threads = [threading.Thread(target=llm.run, args=(args,)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert (tmp_path / "repo" / llm.MODEL_NAME / "1").is_dir()
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == [
+        f".{llm.MODEL_NAME}.lock",
+        llm.MODEL_NAME,
+    ]
 
 
 def llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
