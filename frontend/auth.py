@@ -83,16 +83,14 @@ def required_scope(path: str, metrics_public: bool) -> str | None:
 class KeyStore:
     """The configured keys. Empty means authentication is off (the app logs a WARNING at start)."""
 
-    def __init__(self, keys: list[ApiKey], default_limits: Limits = Limits()):
+    def __init__(self, keys: list[ApiKey], default_limits: Limits = Limits(), from_file: bool = False):
         names = [k.name for k in keys]
         if len(set(names)) != len(names):
             raise ValueError("API key names must be unique")
         self.keys = keys
         self.anonymous = ApiKey(ANONYMOUS, "", frozenset(SCOPES), default_limits)
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.keys)
+        # A keys file, even an empty one, means auth was meant: an empty one refuses everyone (fail closed).
+        self.enabled = bool(keys) or from_file
 
     @classmethod
     def load(cls, file: str = "", env_keys: str = "", default_limits: Limits = Limits()) -> KeyStore:
@@ -110,7 +108,7 @@ class KeyStore:
             name, key = (name, key) if sep else (f"env-{i}", name)
             digest = key.removeprefix("sha256:") if key.startswith("sha256:") else hash_key(key)
             keys.append(ApiKey(name, _check_hash(digest), frozenset(SCOPES), default_limits))
-        return cls(keys, default_limits)
+        return cls(keys, default_limits, from_file=bool(file))
 
     def authenticate(self, authorization: str | None) -> ApiKey:
         """The key behind an `Authorization: Bearer <key>` header; AuthenticationError otherwise."""

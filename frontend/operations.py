@@ -43,7 +43,10 @@ class Operations:
         defaults = Limits(settings.default_requests_per_minute, settings.default_tokens_per_minute,
                           settings.default_max_concurrent)
         keys = KeyStore.load(settings.api_keys_file, settings.api_keys.get_secret_value(), defaults)
-        if keys.enabled:
+        if keys.enabled and not keys.keys:
+            log.warning("the API keys file %s holds no keys: every request that needs a key is refused",
+                        settings.api_keys_file)
+        elif keys.enabled:
             log.info("API keys: %s", ", ".join(k.name for k in keys.keys))
         else:
             log.warning("AUTHENTICATION IS OFF: no API keys configured (MODELGATE_API_KEYS_FILE, "

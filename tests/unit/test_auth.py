@@ -50,6 +50,15 @@ def test_no_keys_means_auth_off():
     assert not store.enabled and store.authenticate(None).name == "anonymous"
 
 
+def test_an_empty_keys_file_refuses_everyone(tmp_path):
+    path = tmp_path / "keys.json"
+    path.write_text('{"keys": []}')  # the Helm chart's default Secret
+    store = KeyStore.load(str(path))
+    assert store.enabled
+    with pytest.raises(AuthenticationError):
+        store.authenticate(None)
+
+
 @pytest.mark.parametrize("entry, message", [
     ({"name": "a", "key_sha256": "abc"}, "64 hex"),
     ({"name": "a", "key": "sk-plain", "key_sha256": hash_key("x")}, "never the key"),
