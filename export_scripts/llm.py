@@ -322,14 +322,14 @@ def run(args: argparse.Namespace) -> list[str]:
     ]
     digest = export_digest(code + source.local_files, options)
     model_dir = Path(args.repository) / args.name
-    if not args.force and is_current([model_dir], digest):
+    if not args.force and up_to_date(model_dir, digest):
         log.info("%s is up to date", model_dir)
         return [args.name]
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     # Parallel test sessions each run `export all`: the second waits for the first, then finds it current.
     with open(model_dir.with_name(f".{args.name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not args.force and is_current([model_dir], digest):
+        if not args.force and up_to_date(model_dir, digest):
             log.info("%s was exported meanwhile by another process", model_dir)
             return [args.name]
         # One staging folder per process, in case a lock is not honoured (network file systems).
@@ -343,6 +343,12 @@ def run(args: argparse.Namespace) -> list[str]:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return [args.name]
+
+
+def up_to_date(model_dir: Path, digest: str) -> bool:
+    """The stamp matches and the files it vouches for exist (a stamp once outlived its ONNX files)."""
+    files = (FP32_FILE, QUANT_FILE, "model.py", "tokenizer.json")
+    return is_current([model_dir], digest) and all((model_dir / "1" / f).is_file() for f in files)
 
 
 def export_into(model_dir: Path, source: Source, args: argparse.Namespace) -> dict:

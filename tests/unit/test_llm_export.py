@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from types import SimpleNamespace
 
 import gguf
@@ -303,6 +304,8 @@ def test_concurrent_exports_run_once(tmp_path, monkeypatch):
     def slow_export(model_dir, source, args):
         calls.append(model_dir.name)
         (model_dir / "1").mkdir(parents=True)
+        for name in (llm.FP32_FILE, llm.QUANT_FILE, "model.py", "tokenizer.json"):
+            (model_dir / "1" / name).write_text("")
         time.sleep(0.3)
         return {}
 
@@ -318,7 +321,11 @@ def test_concurrent_exports_run_once(tmp_path, monkeypatch):
     for t in threads:
         t.join()
     assert len(calls) == 1
-    assert (tmp_path / "repo" / llm.MODEL_NAME / "1").is_dir()
+    stamp = tmp_path / "repo" / llm.MODEL_NAME / ".export.json"
+    assert llm.up_to_date(tmp_path / "repo" / llm.MODEL_NAME, json.loads(stamp.read_text())["digest"])
+    (tmp_path / "repo" / llm.MODEL_NAME / "1" / llm.QUANT_FILE).unlink()  # a stamp without its files
+    llm.run(args)
+    assert len(calls) == 2
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == [
         f".{llm.MODEL_NAME}.lock",
         llm.MODEL_NAME,
