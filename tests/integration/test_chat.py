@@ -153,7 +153,7 @@ async def test_concurrent_streams_each_get_their_own_greedy_text(async_client):
                 break
             prefix += len(token.token)
         assert prefix > 0, (text, got)  # its own answer, not another stream's
-    assert parted <= 2
+    assert parted <= len(questions) // 2  # most streams match exactly; near-ties are rare
 
 
 def test_completions_answer_and_echo(client):
