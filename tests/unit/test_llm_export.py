@@ -405,3 +405,21 @@ def test_tied_embedding_and_lm_head_share_one_quantised_table():
     ids = np.array([[3, 7, 49]], np.int64)
     expected = blocks.dequantize()[ids] @ blocks.dequantize().T
     np.testing.assert_allclose(run(model, ids), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_generic_wrapper_matches_the_lean_decoder(tiny_llama):
+    """The fallback for other architectures (transformers' own forward) speaks the same signature."""
+    import torch
+
+    from export_scripts import llm_graph
+
+    ids, mask = llm_check.left_pad([[5, 9, 11, 3], [4, 12]], pad_id=0)
+    empty = [torch.zeros(2, 2, 0, 16) for _ in range(4)]
+    with torch.no_grad():
+        lean = llm_graph.LeanLlamaDecoder(tiny_llama)(*lean_inputs(ids, mask, 4), *empty)
+        generic = llm_graph.DecoderWithCache(tiny_llama)(*lean_inputs(ids, mask, 4), *empty)
+    assert len(generic) == len(lean) == 5
+    valid = mask.astype(bool)
+    np.testing.assert_allclose(generic[0].numpy()[valid], lean[0].numpy()[valid], rtol=1e-4, atol=1e-5)
+    for present_generic, present_lean in zip(generic[1:], lean[1:]):
+        np.testing.assert_allclose(present_generic.numpy(), present_lean.numpy(), rtol=1e-5, atol=1e-6)
