@@ -11,7 +11,7 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
-from triton_models.ort_runner import OrtRunner, create_session, thread_count
+from triton_models.ort_runner import OrtRunner, create_session, execution_providers, thread_count
 
 
 def config_parameters(config: dict) -> dict[str, str]:
@@ -23,12 +23,14 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         filename = config.get("default_model_filename") or "model.onnx"
         path = Path(args["model_repository"]) / args["model_version"] / filename
-        threads = thread_count(config_parameters(config))
+        params = config_parameters(config)
+        threads = thread_count(params)
         self.inputs = [i["name"] for i in config["input"]]
         outputs = [o["name"] for o in config["output"]]
-        session = create_session(path, threads)
+        session = create_session(path, threads, execution_providers(params))
         self.runner = OrtRunner(session, outputs, batching=config.get("max_batch_size", 0) > 0)
-        pb_utils.Logger.log_info(f"onnxruntime stand-in: loaded {path.name}, {threads or 'default'} threads")
+        pb_utils.Logger.log_info(f"onnxruntime stand-in: loaded {path.name}, {threads or 'default'} threads, "
+                                f"{session.get_providers()[0]}")
 
     def execute(self, requests):
         feeds = []

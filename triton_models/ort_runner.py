@@ -10,6 +10,9 @@ import numpy as np
 import onnxruntime as ort
 
 THREADS_ENV = "MODELGATE_ORT_THREADS"
+PROVIDERS_ENV = "MODELGATE_ORT_PROVIDERS"
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
 
 
 def thread_count(parameters: dict[str, str]) -> int:
@@ -22,6 +25,23 @@ def thread_count(parameters: dict[str, str]) -> int:
     if threads < 0:
         raise ValueError(f"intra_op_thread_count must be >= 0, got {threads}")
     return threads
+
+
+def execution_providers(parameters: dict[str, str] | None = None) -> list[str]:
+    """ORT providers: the config's `execution_providers`, else the env, else CUDA when this ORT build has it.
+
+    Either names a comma-separated list (e.g. "CUDAExecutionProvider,CPUExecutionProvider"); a provider this
+    ORT build lacks is an error rather than a silent CPU fallback. CPU always ends the list.
+    """
+    value = (parameters or {}).get("execution_providers") or os.environ.get(PROVIDERS_ENV) or ""
+    available = ort.get_available_providers()
+    if not value.strip():
+        return [CUDA, CPU] if CUDA in available else [CPU]
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise ValueError(f"execution providers {missing} not in this onnxruntime build ({available})")
+    return names if names[-1] == CPU else [*[n for n in names if n != CPU], CPU]
 
 
 def create_session(path: Path, threads: int = 0, providers: Sequence[str] | None = None) -> ort.InferenceSession:

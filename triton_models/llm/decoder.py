@@ -2,18 +2,23 @@
 
 A decoder whose graph takes `inputs_embeds` instead of `input_ids` (a vision-language model's language model)
 gets its token-embedding table: token ids are looked up here, and a prefill may pass its own embeddings.
+
+On CUDA the decoder runs through I/O binding: `present` stays on the device (a DevicePast of OrtValues) and
+the next step binds it as its past without a copy; the engine reads it as numpy arrays only where it reshapes
+the cache (joins, leaves, prefix cache). On CPU `session.run` is used as before.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from triton_models.ort_runner import create_session
+from triton_models.ort_runner import CUDA, create_session, execution_providers
 
 _PAST = re.compile(r"past_key_values\.(\d+)\.(key|value)$")
 _TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -33,13 +38,40 @@ class DecoderShape:
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * np.dtype(self.dtype).itemsize
 
 
+class DevicePast(Sequence):
+    """One step's present KV left where the decoder wrote it (OrtValues); each layer is copied to a numpy array
+    once, on first read."""
+
+    def __init__(self, owner: OnnxDecoder, values: list[ort.OrtValue]):
+        self.owner = owner
+        self.values = values
+        self._host: list[np.ndarray | None] = [None] * len(values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self))[index]]
+        if self._host[index] is None:
+            self._host[index] = self.values[index].numpy()
+        return self._host[index]
+
+
 class OnnxDecoder:
     """Runs the decoder on a left-padded batch: inputs ids, mask, positions and the past; returns the last
     position's logits and the present (past + new tokens) for every layer."""
 
     def __init__(self, path: Path, threads: int = 0, session: ort.InferenceSession | None = None,
-                 embeddings: np.ndarray | None = None):
-        self.session = session or create_session(path, threads)
+                 embeddings: np.ndarray | None = None, providers: list[str] | None = None,
+                 device: str | None = None):
+        """`providers`: default `execution_providers()` (CUDA when present). `device`: where I/O binding keeps
+        the KV cache ("cuda", or "cpu" to exercise the path in tests); default "cuda" when the session runs on
+        CUDA, else no binding (plain `session.run`)."""
+        self.session = session or create_session(path, threads, providers or execution_providers())
+        if device is None and self.session.get_providers()[0] == CUDA:
+            device = "cuda"
+        self.device = device
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.takes_embeds = "inputs_embeds" in inputs
         if self.takes_embeds and embeddings is None:
@@ -86,6 +118,26 @@ class OnnxDecoder:
             feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.has_position_ids:
             feeds["position_ids"] = position_ids
-        feeds.update(zip(self.past_names, past))
-        logits, *present = self.session.run(self.output_names, feeds)
+        if self.device is not None:
+            logits, present = self._run_bound(feeds, past)
+        else:
+            feeds.update(zip(self.past_names, past))
+            logits, *present = self.session.run(self.output_names, feeds)
         return np.ascontiguousarray(logits[:, -1, :], dtype=np.float32), present
+
+    def _run_bound(self, feeds: dict[str, np.ndarray], past) -> tuple[np.ndarray, DevicePast]:
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        if isinstance(past, DevicePast) and past.owner is self:  # the previous step's present: no copy
+            for name, value in zip(self.past_names, past.values):
+                binding.bind_ortvalue_input(name, value)
+        else:
+            for name, value in zip(self.past_names, past):
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        binding.bind_output("logits", "cpu")
+        for name in self.present_names:
+            binding.bind_output(name, self.device)
+        self.session.run_with_iobinding(binding)
+        logits, *present = binding.get_outputs()
+        return logits.numpy(), DevicePast(self, present)
