@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 
 python3 -m export_scripts --repository "$repository" "${@:-all}"
 
-if nvidia-smi -L >/dev/null 2>&1 && command -v trtexec >/dev/null 2>&1; then
-    python3 docker/build_engines.py --repository "$repository" ${TRT_PRECISION:+--precision "$TRT_PRECISION"}
+# `all` builds engines itself where a GPU is visible; this covers single-model exports (up to date otherwise).
+if nvidia-smi -L >/dev/null 2>&1; then
+    python3 -m export_scripts engines --repository "$repository" ${TRT_PRECISION:+--precision "$TRT_PRECISION"}
 else
-    echo "export: no GPU or trtexec visible, no TensorRT engines built (Triton's ONNX Runtime backend serves model.onnx)"
+    echo "export: no GPU visible, no TensorRT engines built (Triton's ONNX Runtime backend serves model.onnx)"
 fi
 
 # The Helm chart's Triton pods wait for this revision's marker before they start.

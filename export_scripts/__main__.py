@@ -1,7 +1,8 @@
 """`python -m export_scripts {all,embeddings,...} [--repository model_repository] [--force] [options]`.
 
 Each exporter module defines `add_arguments(parser)` and `run(args) -> list[str]` (the served model names)
-and is listed in EXPORTERS; `all` runs every exporter with its defaults, skipping what is up to date.
+and is listed in EXPORTERS; `all` runs every exporter with its defaults, skipping what is up to date (and the
+GPU_ONLY ones where no GPU is visible).
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ EXPORTERS = {
     "llm": "export_scripts.llm",
     "diffusion": "export_scripts.diffusion",
     "llava": "export_scripts.llava",
+    "engines": "export_scripts.engines",
 }
+# Subcommands `all` runs only where their module's `gpu_available()` is true (TensorRT engines need a GPU).
+GPU_ONLY = {"engines"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,11 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     commands = list(EXPORTERS) if args.command == "all" else [args.command]
     try:
         for name in commands:
+            module = importlib.import_module(EXPORTERS[name])
+            if args.command == "all" and name in GPU_ONLY and not module.gpu_available():
+                print(f"{name}: skipped, no GPU visible", flush=True)
+                continue
             if args.command == "all":  # defaults for that exporter
                 sub_args = parser.parse_args([name, f"--repository={args.repository}", *(["--force"] * args.force)])
             else:
                 sub_args = args
-            served = importlib.import_module(EXPORTERS[name]).run(sub_args)
+            served = module.run(sub_args)
             logging.getLogger("export").info("%s: %s ready in %s", name, ", ".join(served), args.repository)
     except ExportError as exc:
         print(f"export failed: {exc}", file=sys.stderr)
