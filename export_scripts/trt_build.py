@@ -80,7 +80,11 @@ def sample_inputs(session, profile: dict[str, tuple[Shape, Shape, Shape]], seed:
     return feeds
 
 
-def run_engine(plan: bytes, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def run_engine(plan: bytes, feeds: dict[str, np.ndarray], repeats: int = 0) -> tuple[dict[str, np.ndarray], float]:
+    """The engine's outputs for `feeds`, and the median seconds of `repeats` more executions (inputs already on
+    the device: the engine's own time), 0.0 without repeats."""
+    import time
+
     import tensorrt as trt
 
     cudart = _cudart()
@@ -92,10 +96,10 @@ def run_engine(plan: bytes, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarra
     host, device = {}, []
     try:
         for name in names:
+            dtype = trt.nptype(engine.get_tensor_dtype(name))
             if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                array = np.ascontiguousarray(feeds[name])
+                array = np.ascontiguousarray(feeds[name], dtype=dtype)
             else:
-                dtype = trt.nptype(engine.get_tensor_dtype(name))
                 array = np.empty(tuple(context.get_tensor_shape(name)), dtype)
             host[name] = array
             pointer = _check(cudart.cudaMalloc(max(array.nbytes, 1)))
@@ -105,9 +109,13 @@ def run_engine(plan: bytes, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarra
                 _check(cudart.cudaMemcpy(pointer, array.ctypes.data, array.nbytes,
                                          cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
         stream = _check(cudart.cudaStreamCreate())
-        if not context.execute_async_v3(int(stream)):
-            raise ExportError("TensorRT execution failed")
-        _check(cudart.cudaStreamSynchronize(stream))
+        times = []
+        for _ in range(1 + repeats):
+            start = time.perf_counter()
+            if not context.execute_async_v3(int(stream)):
+                raise ExportError("TensorRT execution failed")
+            _check(cudart.cudaStreamSynchronize(stream))
+            times.append(time.perf_counter() - start)
         outputs = {}
         for name, pointer in zip(names, device):
             if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
@@ -115,7 +123,7 @@ def run_engine(plan: bytes, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarra
                 _check(cudart.cudaMemcpy(array.ctypes.data, pointer, array.nbytes,
                                          cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost))
                 outputs[name] = array
-        return outputs
+        return outputs, float(np.median(times[1:])) if repeats else 0.0
     finally:
         for pointer in device:
             cudart.cudaFree(pointer)
@@ -129,10 +137,14 @@ def parity(plan_path: Path, onnx: Path, profile: dict[str, tuple[Shape, Shape, S
     feeds = sample_inputs(session, profile)
     names = [o.name for o in session.get_outputs()]
     reference = dict(zip(names, session.run(names, feeds)))
-    engine = run_engine(plan_path.read_bytes(), feeds)
+    engine, _ = run_engine(plan_path.read_bytes(), feeds)
+    return relative_error(reference, engine)
+
+
+def relative_error(reference: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> float:
+    """max |got - reference| over every output, relative to the largest reference value of that output."""
     worst = 0.0
     for name, expected in reference.items():
-        got = engine[name].astype(np.float64)
         scale = max(float(np.abs(expected).max()), 1e-6)
-        worst = max(worst, float(np.abs(got - expected).max()) / scale)
+        worst = max(worst, float(np.abs(got[name].astype(np.float64) - expected).max()) / scale)
     return worst

@@ -51,6 +51,8 @@ def create_session(path: Path, threads: int = 0, providers: Sequence[str] | None
     options.inter_op_num_threads = 1
     # Spinning threads steal the few CPU cores from the frontend and other models between requests.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if CUDA in (providers or ()) and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()  # onnxruntime-gpu finds the CUDA/cuDNN libraries of the nvidia-* wheels this way
     return ort.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
 
 

@@ -198,3 +198,9 @@ def test_real_engine_matches_onnx(repository):
     assert engines.run(args) == ["relu"]
     plan = engines.plan_engines(args)[0]
     assert trt_build.parity(plan.plan, plan.onnx, plan.profile) <= engines.TOLERANCE["fp16"]
+
+
+def test_relative_error_is_scaled_per_output():
+    reference = {"a": np.array([10.0, -20.0]), "b": np.array([0.5])}
+    assert trt_build.relative_error(reference, {"a": np.array([10.0, -19.0]), "b": np.array([0.5])}) == 0.05
+    assert trt_build.relative_error(reference, {"a": reference["a"], "b": np.array([0.6])}) == pytest.approx(0.2)
