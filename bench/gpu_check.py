@@ -70,7 +70,7 @@ def network_rows(repository: Path, rounds: int) -> list[str]:
             rows.append(f"| {plan.name} | {shape} | engine ({plan.precision}) "
                         f"| {trt_build.relative_error(reference, got):.1e} | {1000 * seconds:.2f} |")
         else:
-            rows.append(f"| {plan.name} | {shape} | engine | no model.plan (or no tensorrt/cuda-python) | |")
+            rows.append(f"| {plan.name} | {shape} | engine | no model.plan (or no tensorrt wheel / libcudart) | |")
     return rows
 
 

@@ -284,8 +284,8 @@ def _check_parity(plan: EnginePlan, builder: str, tolerance: float) -> None:
 
     if not trt_build.runtime_available():
         if builder == "tensorrt":
-            raise ExportError("parity needs the CUDA runtime bindings: pip install cuda-python")
-        print(f"{plan.name}: parity not checked (no tensorrt/cuda-python here; trtexec built it)", flush=True)
+            raise ExportError("parity needs the CUDA runtime library (libcudart): pip install nvidia-cuda-runtime-cu12")
+        print(f"{plan.name}: parity not checked (no tensorrt wheel or libcudart here; trtexec built it)", flush=True)
         return
     error = trt_build.parity(plan.plan, plan.onnx, plan.profile)
     print(f"{plan.name}: parity {error:.2e} of max |onnx fp32| (tolerance {tolerance:.0e}, {plan.precision})",

@@ -1,11 +1,14 @@
 """TensorRT through its Python wheel: build a serialized engine from ONNX, run it, compare it with ONNX Runtime.
 
-GPU only (imports `tensorrt` and `cuda-python` lazily); export_scripts/engines.py plans and calls it. Device
-buffers go through cuda-python's runtime bindings so that no CUDA build of torch is needed.
+GPU only (imports `tensorrt` lazily); export_scripts/engines.py plans and calls it. Device buffers go through
+the CUDA runtime library with ctypes (libcudart: from the nvidia-cuda-runtime wheel that tensorrt's libraries
+pull in, or the system's, as in NVIDIA's images), so neither a CUDA torch nor cuda-python is needed.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import importlib.util
 from pathlib import Path
 
@@ -14,26 +17,64 @@ import numpy as np
 from export_scripts.common import ExportError
 
 Shape = tuple[int, ...]
+_H2D, _D2H = 1, 2  # cudaMemcpyKind
+
+
+def _find_cudart() -> ctypes.CDLL | None:
+    names = ["libcudart.so", "libcudart.so.12", "libcudart.so.13", ctypes.util.find_library("cudart")]
+    try:
+        spec = importlib.util.find_spec("nvidia.cuda_runtime")
+    except ImportError:  # no `nvidia` namespace package at all
+        spec = None
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        names[:0] = [str(p) for p in sorted(Path(folder, "lib").glob("libcudart.so*"))]
+    for name in filter(None, names):
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    return None
 
 
 def runtime_available() -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in ("tensorrt", "cuda"))
+    """The tensorrt wheel and a CUDA runtime library are here (engines can be run, so parity checked)."""
+    return importlib.util.find_spec("tensorrt") is not None and _find_cudart() is not None
 
 
-def _cudart():
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
-        from cuda import cudart
-    return cudart
+class _Cuda:
+    """The few CUDA runtime calls an engine run needs."""
 
+    def __init__(self):
+        self.lib = _find_cudart()
+        if self.lib is None:
+            raise ExportError("no CUDA runtime library (libcudart) found: pip install nvidia-cuda-runtime-cu12")
 
-def _check(result):
-    """cuda-python returns (error, *values); raise on an error, return the values."""
-    error, *values = result if isinstance(result, tuple) else (result,)
-    if int(error) != 0:
-        raise ExportError(f"CUDA error {error}")
-    return values[0] if len(values) == 1 else values
+    def _ok(self, code: int, call: str) -> None:
+        if code:
+            raise ExportError(f"CUDA {call} failed with error {code}")
+
+    def malloc(self, size: int) -> int:
+        pointer = ctypes.c_void_p()
+        self._ok(self.lib.cudaMalloc(ctypes.byref(pointer), ctypes.c_size_t(max(size, 1))), "cudaMalloc")
+        return pointer.value
+
+    def copy(self, dst: int, src: int, size: int, kind: int) -> None:
+        self._ok(self.lib.cudaMemcpy(ctypes.c_void_p(dst), ctypes.c_void_p(src), ctypes.c_size_t(size), kind),
+                 "cudaMemcpy")
+
+    def free(self, pointer: int) -> None:
+        self.lib.cudaFree(ctypes.c_void_p(pointer))
+
+    def stream(self) -> int:
+        stream = ctypes.c_void_p()
+        self._ok(self.lib.cudaStreamCreate(ctypes.byref(stream)), "cudaStreamCreate")
+        return stream.value or 0
+
+    def synchronize(self, stream: int) -> None:
+        self._ok(self.lib.cudaStreamSynchronize(ctypes.c_void_p(stream)), "cudaStreamSynchronize")
+
+    def destroy(self, stream: int) -> None:
+        self.lib.cudaStreamDestroy(ctypes.c_void_p(stream))
 
 
 def build_engine(onnx: Path, profile: dict[str, tuple[Shape, Shape, Shape]], precision: str,
@@ -87,46 +128,46 @@ def run_engine(plan: bytes, feeds: dict[str, np.ndarray], repeats: int = 0) -> t
 
     import tensorrt as trt
 
-    cudart = _cudart()
+    cuda = _Cuda()
     engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan)
+    if engine is None:
+        raise ExportError("TensorRT cannot load the engine (built by another TensorRT release?)")
     context = engine.create_execution_context()
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    for name, value in feeds.items():
-        context.set_input_shape(name, value.shape)
-    host, device = {}, []
+    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    for name in inputs:
+        context.set_input_shape(name, feeds[name].shape)
+    host, device, stream = {}, {}, 0
     try:
         for name in names:
             dtype = trt.nptype(engine.get_tensor_dtype(name))
-            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                array = np.ascontiguousarray(feeds[name], dtype=dtype)
+            if name in inputs:
+                host[name] = np.ascontiguousarray(feeds[name], dtype=dtype)
             else:
-                array = np.empty(tuple(context.get_tensor_shape(name)), dtype)
-            host[name] = array
-            pointer = _check(cudart.cudaMalloc(max(array.nbytes, 1)))
-            device.append(pointer)
-            context.set_tensor_address(name, int(pointer))
-            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                _check(cudart.cudaMemcpy(pointer, array.ctypes.data, array.nbytes,
-                                         cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
-        stream = _check(cudart.cudaStreamCreate())
+                host[name] = np.empty(tuple(context.get_tensor_shape(name)), dtype)
+            device[name] = cuda.malloc(host[name].nbytes)
+            context.set_tensor_address(name, device[name])
+            if name in inputs:
+                cuda.copy(device[name], host[name].ctypes.data, host[name].nbytes, _H2D)
+        stream = cuda.stream()
         times = []
         for _ in range(1 + repeats):
             start = time.perf_counter()
-            if not context.execute_async_v3(int(stream)):
+            if not context.execute_async_v3(stream):
                 raise ExportError("TensorRT execution failed")
-            _check(cudart.cudaStreamSynchronize(stream))
+            cuda.synchronize(stream)
             times.append(time.perf_counter() - start)
         outputs = {}
-        for name, pointer in zip(names, device):
-            if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
-                array = host[name]
-                _check(cudart.cudaMemcpy(array.ctypes.data, pointer, array.nbytes,
-                                         cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost))
-                outputs[name] = array
+        for name in names:
+            if name not in inputs:
+                cuda.copy(host[name].ctypes.data, device[name], host[name].nbytes, _D2H)
+                outputs[name] = host[name]
         return outputs, float(np.median(times[1:])) if repeats else 0.0
     finally:
-        for pointer in device:
-            cudart.cudaFree(pointer)
+        if stream:
+            cuda.destroy(stream)
+        for pointer in device.values():
+            cuda.free(pointer)
 
 
 def parity(plan_path: Path, onnx: Path, profile: dict[str, tuple[Shape, Shape, Shape]]) -> float:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check (README "GPU"): on any host with an NVIDIA GPU and driver, in a bounded few minutes,
-#   1. a venv of wheels (.venv-gpu): the project, onnxruntime-gpu in place of onnxruntime, tensorrt, cuda-python;
+#   1. a venv of wheels (.venv-gpu): the project, onnxruntime-gpu in place of onnxruntime, tensorrt;
 #   2. export the embeddings, chat and image models (CPU torch), build TensorRT engines with parity checks;
 #   3. print parity and throughput for CPU vs CUDA vs TensorRT, per network and through the frontend and the
 #      bundled tritonserver (python -m bench.gpu_check).

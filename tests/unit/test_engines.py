@@ -192,7 +192,7 @@ def test_sample_inputs_follow_the_profile(repository):
     assert feeds["x"].shape == (4, 16) and feeds["x"].dtype == np.float32
 
 
-@pytest.mark.skipif(not (GPU and RUNTIME), reason="needs a GPU, the tensorrt wheel and cuda-python")
+@pytest.mark.skipif(not (GPU and RUNTIME), reason="needs a GPU, the tensorrt wheel and libcudart")
 def test_real_engine_matches_onnx(repository):
     args = args_for(repository, builder="tensorrt")
     assert engines.run(args) == ["relu"]
@@ -204,3 +204,9 @@ def test_relative_error_is_scaled_per_output():
     reference = {"a": np.array([10.0, -20.0]), "b": np.array([0.5])}
     assert trt_build.relative_error(reference, {"a": np.array([10.0, -19.0]), "b": np.array([0.5])}) == 0.05
     assert trt_build.relative_error(reference, {"a": reference["a"], "b": np.array([0.6])}) == pytest.approx(0.2)
+
+
+@pytest.mark.skipif(trt_build._find_cudart() is None or GPU, reason="needs libcudart on a host without a GPU")
+def test_cuda_calls_report_their_error_without_a_device():
+    with pytest.raises(ExportError, match=r"CUDA cudaMalloc failed with error \d+"):
+        trt_build._Cuda().malloc(16)
