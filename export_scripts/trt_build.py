@@ -94,10 +94,15 @@ def build_engine(onnx: Path, profile: dict[str, tuple[Shape, Shape, Shape]], pre
         config.set_flag(trt.BuilderFlag.FP16)
     elif precision == "bf16":
         config.set_flag(trt.BuilderFlag.BF16)
-    optimisation = builder.create_optimization_profile()
-    for name, (low, opt, high) in profile.items():
-        optimisation.set_shape(name, low, opt, high)
-    config.add_optimization_profile(optimisation)
+    dynamic = [network.get_input(i).name for i in range(network.num_inputs) if -1 in tuple(network.get_input(i).shape)]
+    if dynamic:  # static networks need no profile
+        missing = sorted(set(dynamic) - set(profile))
+        if missing:
+            raise ExportError(f"{onnx}: dynamic inputs {missing} are not in the model config")
+        optimisation = builder.create_optimization_profile()
+        for name in dynamic:
+            optimisation.set_shape(name, *profile[name])
+        config.add_optimization_profile(optimisation)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError(f"{onnx}: TensorRT build failed (see its log above)")
