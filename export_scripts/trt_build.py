@@ -78,7 +78,7 @@ class _Cuda:
 
 
 def build_engine(onnx: Path, profile: dict[str, tuple[Shape, Shape, Shape]], precision: str,
-                 workspace_bytes: int) -> bytes:
+                 workspace_bytes: int) -> bytes:  # pragma: no cover - GPU only (test_real_engine_matches_onnx)
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -126,7 +126,8 @@ def sample_inputs(session, profile: dict[str, tuple[Shape, Shape, Shape]], seed:
     return feeds
 
 
-def run_engine(plan: bytes, feeds: dict[str, np.ndarray], repeats: int = 0) -> tuple[dict[str, np.ndarray], float]:
+def run_engine(plan: bytes, feeds: dict[str, np.ndarray],
+               repeats: int = 0) -> tuple[dict[str, np.ndarray], float]:  # pragma: no cover - GPU only, as above
     """The engine's outputs for `feeds`, and the median seconds of `repeats` more executions (inputs already on
     the device: the engine's own time), 0.0 without repeats."""
     import time
