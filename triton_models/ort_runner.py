@@ -27,6 +27,18 @@ def thread_count(parameters: dict[str, str]) -> int:
     return threads
 
 
+def spinning(parameters: dict[str, str], default: bool = False) -> bool:
+    """`intra_op_spinning`: worker threads busy-wait between parallel sections instead of sleeping. Worth it
+    for back-to-back small runs (LLM decode steps: each of ~1,700 nodes would otherwise wake the pool);
+    off by default so idle models leave the cores to the frontend and to each other."""
+    value = parameters.get("intra_op_spinning", "").strip().lower()
+    if value in ("", None):
+        return default
+    if value not in ("0", "1", "true", "false"):
+        raise ValueError(f"intra_op_spinning must be true or false, got {value!r}")
+    return value in ("1", "true")
+
+
 def execution_providers(parameters: dict[str, str] | None = None) -> list[str]:
     """ORT providers: the config's `execution_providers`, else the env, else CUDA when this ORT build has it.
 
@@ -44,13 +56,14 @@ def execution_providers(parameters: dict[str, str] | None = None) -> list[str]:
     return names if names[-1] == CPU else [*[n for n in names if n != CPU], CPU]
 
 
-def create_session(path: Path, threads: int = 0, providers: Sequence[str] | None = None) -> ort.InferenceSession:
+def create_session(path: Path, threads: int = 0, providers: Sequence[str] | None = None,
+                   spin: bool = False) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    # Spinning threads steal the few CPU cores from the frontend and other models between requests.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Without `spin`, idle workers sleep: spinning ones steal the few CPU cores from the frontend and other models.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     if CUDA in (providers or ()) and hasattr(ort, "preload_dlls"):
         ort.preload_dlls()  # onnxruntime-gpu finds the CUDA/cuDNN libraries of the nvidia-* wheels this way
     return ort.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))

@@ -67,3 +67,13 @@ def test_inputs_are_cast_to_the_model_dtype(doubler):
     runner = OrtRunner(doubler, ["y"], batching=False)
     out = runner.run_one({"x": np.ones((2, 3), dtype=np.int64)})
     assert out["y"].dtype == np.float32
+
+
+def test_spinning_parameter():
+    from triton_models.ort_runner import spinning
+
+    assert spinning({}) is False and spinning({}, default=True) is True
+    assert spinning({"intra_op_spinning": "true"}) is True
+    assert spinning({"intra_op_spinning": "0"}, default=True) is False
+    with pytest.raises(ValueError):
+        spinning({"intra_op_spinning": "sometimes"})

@@ -64,11 +64,11 @@ class OnnxDecoder:
 
     def __init__(self, path: Path, threads: int = 0, session: ort.InferenceSession | None = None,
                  embeddings: np.ndarray | None = None, providers: list[str] | None = None,
-                 device: str | None = None):
+                 device: str | None = None, spin: bool = False):
         """`providers`: default `execution_providers()` (CUDA when present). `device`: where I/O binding keeps
         the KV cache ("cuda", or "cpu" to exercise the path in tests); default "cuda" when the session runs on
         CUDA, else no binding (plain `session.run`)."""
-        self.session = session or create_session(path, threads, providers or execution_providers())
+        self.session = session or create_session(path, threads, providers or execution_providers(), spin)
         if device is None and self.session.get_providers()[0] == CUDA:
             device = "cuda"
         self.device = device

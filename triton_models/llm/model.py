@@ -20,7 +20,7 @@ from triton_models.llm.params import InvalidRequest, SamplingParams
 from triton_models.llm.scheduler import Overloaded
 from triton_models.llm.sequence import RequestOutput
 from triton_models.llm.tokenizer import TextTokenizer
-from triton_models.ort_runner import execution_providers, thread_count
+from triton_models.ort_runner import execution_providers, spinning, thread_count
 
 DEFAULT_MODEL_FILE = "model_q4.onnx"
 FALLBACK_MODEL_FILE = "model.onnx"
@@ -76,11 +76,14 @@ class TritonPythonModel:
         # A decoder taking inputs_embeds (vision-language models) comes with its token-embedding table.
         embeddings_file = params.get("embeddings_file")
         embeddings = np.load(version_dir / embeddings_file) if embeddings_file else None
-        decoder = OnnxDecoder(model_file, threads, embeddings=embeddings, providers=execution_providers(params))
+        # Decode steps run back to back, so the pool's threads spin between nodes like llama.cpp's (default on).
+        spin = spinning(params, default=True)
+        decoder = OnnxDecoder(model_file, threads, embeddings=embeddings, providers=execution_providers(params),
+                              spin=spin)
         self.engine = Engine(decoder, tokenizer, config).start()
         self.logger.log_info(
             f"{args['model_name']}: {model_file.name}, {decoder.shape.num_layers} layers, {config}, "
-            f"{threads or 'default'} threads, {decoder.session.get_providers()[0]}"
+            f"{threads or 'default'} threads{' (spinning)' if spin else ''}, {decoder.session.get_providers()[0]}"
         )
 
     def execute(self, requests):
