@@ -72,8 +72,9 @@ def run(repository: Path, threads: int = 2, rounds: int = 5, sizes=(64, 256), st
             rows.append((size, statistics.median(mine), statistics.median(theirs)))
     lines = [(f"Model `{model}`, {steps} steps, guidance {guidance}, n=1. Threads: {threads} (ONNX Runtime "
               f"intra-op in Triton; torch in-process). {rounds} interleaved rounds per size, a new seed each; "
-              f"medians. Load average at the start: {load:.1f} on {os.cpu_count()} cores (other work running; "
-              "torch with several threads suffers most from it, at small sizes above all)."),
+              f"medians. Load average at the start: {load:.1f} on {os.cpu_count()} cores"
+              + (" (other work running; torch with several threads suffers most from it, at small sizes above all)."
+                 if load > 0.5 * (os.cpu_count() or 1) else ".")),
              "",
              "| size | modelgate end to end (s/image) | diffusers in-process (s/image) | ratio |",
              "|---|---:|---:|---:|"]
