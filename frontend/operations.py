@@ -143,19 +143,27 @@ class Gate:
                 return await error_response(error, getattr(error, "headers", None))(scope, receive, send)
             state["api_key"] = key
         meter = UsageMeter(started)
+        finished = False
 
         async def observed(message):
+            nonlocal finished
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
                 message["headers"] = [*message.get("headers", []), *limit_headers]
                 meter.start(message["headers"])
-            elif message["type"] == "http.response.body" and message.get("body"):
-                await self._count(ops, state, key, meter.feed(message["body"], time.perf_counter()))
+            elif message["type"] == "http.response.body":
+                if message.get("body"):
+                    await self._count(ops, state, key, meter.feed(message["body"], time.perf_counter()))
+                if not message.get("more_body", False):
+                    # Charged before the last byte leaves: the client's next request (on any replica) sees it.
+                    finished = True
+                    await self._count(ops, state, key, meter.finish())
             await send(message)
 
         try:
             await self.app(scope, receive, observed)
-            await self._count(ops, state, key, meter.finish())
+            if not finished:  # the app ended without a final body message (client gone)
+                await self._count(ops, state, key, meter.finish())
         finally:
             if key is not None:
                 await ops.limiter.release(key)
