@@ -89,15 +89,19 @@ def test_quality_style_user_and_extensions_are_accepted(openai_client):
     assert png(result.data[0].b64_json).size == (64, 64)
 
 
+URL_TTL_S = 8.0  # long enough for the fetches below on a loaded 2-core machine
+
+
 @pytest.fixture(scope="module")
 def short_lived(triton):
-    """A second frontend whose image URLs expire after two seconds."""
-    with run_frontend(Settings(triton_grpc_url=triton.grpc_url, images_url_ttl_s=2.0)) as running:
+    """A second frontend whose image URLs expire after URL_TTL_S seconds."""
+    with run_frontend(Settings(triton_grpc_url=triton.grpc_url, images_url_ttl_s=URL_TTL_S)) as running:
         yield running, OpenAI(base_url=running.base_url, api_key="unused", max_retries=0, timeout=120)
 
 
 def test_url_works_before_expiry_and_is_gone_after(short_lived):
     frontend, client = short_lived
+    minted = time.monotonic()
     result = client.images.generate(model=TINY, prompt="a harbour", n=2, size="64x64", response_format="url",
                                     extra_body={**FAST, "seed": 3})
     urls = [d.url for d in result.data]
@@ -110,7 +114,7 @@ def test_url_works_before_expiry_and_is_gone_after(short_lived):
         assert response.content == base64.b64decode(expected.b64_json)
     forged = httpx.get(urls[0][:-3] + "AAA", timeout=60)
     assert forged.status_code == 404 and forged.json()["error"]["code"] == "image_not_found"
-    time.sleep(2.5)
+    time.sleep(max(0.0, minted + URL_TTL_S + 1.0 - time.monotonic()))
     expired = httpx.get(urls[0], timeout=60)
     assert expired.status_code == 410
     assert expired.json()["error"]["code"] == "image_url_expired"
