@@ -123,6 +123,7 @@ def embed_tokens_direct(triton) -> bool:
 
 
 def test_load_with_a_config_override(http, own_triton):
+    assert http.post("/admin/models/load", json={"model": MODEL}).json()["state"] == "READY"  # whatever came before
     client = grpcclient.InferenceServerClient(own_triton.grpc_url)
     config = client.get_model_config(MODEL, as_json=True)["config"]
     config["parameters"]["probe"] = {"string_value": "override"}
