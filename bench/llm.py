@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 
 MODEL = "smollm2-135m-instruct"
 CONCURRENCY = (1, 4, 16)
@@ -51,7 +50,7 @@ def served_repository(repository: Path, model: str, threads: int, root: Path) ->
 @contextmanager
 def llama_server(gguf: Path, threads: int, context: int):
     """llama-cpp-python's OpenAI-compatible server on a free port; yields its base URL."""
-    from launcher.triton import free_port
+    from launcher.triton import free_port, wait_for_http
 
     try:
         import llama_cpp.server  # noqa: F401
@@ -64,16 +63,8 @@ def llama_server(gguf: Path, threads: int, context: int):
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("llama.cpp's server did not start")
-            time.sleep(0.2)
+        if not wait_for_http(f"{url}/v1/models", server, 120):
+            raise RuntimeError("llama.cpp's server did not start")
         yield url
     finally:
         server.terminate()

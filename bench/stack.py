@@ -5,13 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
-from launcher.triton import TritonServer, free_port
+from launcher.triton import TritonServer, free_port, wait_for_http
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,16 +24,8 @@ def running_stack(repository: Path, models: list[str], threads: int, extra_env: 
         frontend = subprocess.Popen([sys.executable, "-m", "frontend"], env=env, cwd=ROOT)
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or frontend.poll() is not None:
-                    raise RuntimeError("frontend did not become ready")
-                time.sleep(0.2)
+            if not wait_for_http(f"{url}/health/ready", frontend, 60):
+                raise RuntimeError("frontend did not become ready")
             yield url
         finally:
             frontend.terminate()

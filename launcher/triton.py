@@ -47,6 +47,20 @@ def _die_with_parent() -> None:
         pass
 
 
+def wait_for_http(url: str, process: subprocess.Popen, timeout_s: float, interval_s: float = 0.2) -> bool:
+    """Poll `url` until it answers 200 (True), or `process` exits or `timeout_s` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if client.get(url).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(interval_s)
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -194,18 +208,11 @@ class TritonServer:
         return self._tail[-1].strip() if self._tail else "no output"
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        with httpx.Client(timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                if self._proc.poll() is not None:
-                    time.sleep(0.2)  # let the log thread drain
-                    raise LaunchError(f"tritonserver exited ({self._proc.returncode}): {self._failure_reason()}")
-                try:
-                    if client.get(f"{self.http_url}/v2/health/ready").status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.25)
+        if wait_for_http(f"{self.http_url}/v2/health/ready", self._proc, self.startup_timeout_s, 0.25):
+            return
+        if self._proc.poll() is not None:
+            time.sleep(0.2)  # let the log thread drain
+            raise LaunchError(f"tritonserver exited ({self._proc.returncode}): {self._failure_reason()}")
         self.stop()
         raise LaunchError(f"tritonserver not ready after {self.startup_timeout_s:.0f}s: {self._failure_reason()}")
 

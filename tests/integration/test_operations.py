@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from export_scripts.__main__ import main as export_main
 from frontend.auth import hash_key
 from frontend.settings import Settings
-from launcher.triton import TritonServer, free_port
+from launcher.triton import TritonServer, free_port, wait_for_http
 from tests.conftest import REPOSITORY
 from tests.integration.conftest import run_frontend
 
@@ -95,17 +95,10 @@ def frontend_process(env: dict, log: Path) -> tuple[subprocess.Popen, str]:
                                                                       "MODELGATE_PORT": str(port)},
                             stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2])
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise RuntimeError(f"frontend did not start: {log.read_text()[-2000:]}")
-        time.sleep(0.2)
+    if wait_for_http(f"{url}/health", proc, 60):
+        return proc, url
+    proc.kill()
+    raise RuntimeError(f"frontend did not start: {log.read_text()[-2000:]}")
 
 
 @pytest.fixture(scope="module")
