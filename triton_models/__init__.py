@@ -6,6 +6,12 @@ so the logic is importable, unit-tested and shared instead of copied into each m
 
 import os as _os
 
+
+def config_parameters(config: dict) -> dict[str, str]:
+    """A model config's `parameters` (Triton's JSON shape) as plain strings: how every model reads its settings."""
+    return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+
+
 # Test runs measure code inside Triton's stub processes too: the launcher sets COVERAGE_PROCESS_START
 # for them when the test session is under coverage (see launcher.triton.stub_environment).
 if _os.environ.get("COVERAGE_PROCESS_START"):

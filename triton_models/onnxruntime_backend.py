@@ -11,11 +11,8 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
+from triton_models import config_parameters
 from triton_models.ort_runner import OrtRunner, create_session, execution_providers, thread_count
-
-
-def config_parameters(config: dict) -> dict[str, str]:
-    return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
 
 
 class TritonPythonModel:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from triton_models import config_parameters
 from triton_models.diffusion.pipeline import (
     NETWORKS,
     OUTPUT,
@@ -68,7 +69,7 @@ def _error(message: str, code) -> pb_utils.InferenceResponse:
 class TritonPythonModel:
     def initialize(self, args):
         self.model_config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in self.model_config.get("parameters", {}).items()}
+        params = config_parameters(self.model_config)
         self.name = self.model_config["name"]
         self.settings = Settings.from_parameters(params)
         models = {part: params[f"{part}_model"] for part in NETWORKS}

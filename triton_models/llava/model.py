@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from triton_models import config_parameters
 from triton_models.llava.preprocess import ImageProcessor, InvalidImage, decode_base64_image
 from triton_models.llava.prompt import ImagePrompt
 from triton_models.llm import model as llm_model
@@ -37,7 +38,7 @@ class TritonPythonModel(llm_model.TritonPythonModel):
     def initialize(self, args):
         super().initialize(args)
         config = json.loads(args["model_config"])
-        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        params = config_parameters(config)
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.vision_model = params.get("vision_model") or f"{args['model_name']}_vision"
         self.max_images = int(params.get("max_images") or DEFAULT_MAX_IMAGES)

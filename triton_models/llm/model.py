@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from triton_models import config_parameters
 from triton_models.llm.decoder import OnnxDecoder
 from triton_models.llm.engine import Engine, EngineConfig
 from triton_models.llm.params import InvalidRequest, SamplingParams
@@ -65,7 +66,7 @@ class TritonPythonModel:
         model_config = json.loads(args["model_config"])
         if not pb_utils.using_decoupled_model_transaction_policy(model_config):
             raise pb_utils.TritonModelException("this model must be decoupled: model_transaction_policy")
-        params = {k: v.get("string_value", "") for k, v in model_config.get("parameters", {}).items()}
+        params = config_parameters(model_config)
         version_dir = Path(args["model_repository"]) / args["model_version"]
         model_file = version_dir / (params.get("model_file") or DEFAULT_MODEL_FILE)
         if not params.get("model_file") and not model_file.exists():
