@@ -32,7 +32,7 @@ def spinning(parameters: dict[str, str], default: bool = False) -> bool:
     for back-to-back small runs (LLM decode steps: each of ~1,700 nodes would otherwise wake the pool);
     off by default so idle models leave the cores to the frontend and to each other."""
     value = parameters.get("intra_op_spinning", "").strip().lower()
-    if value in ("", None):
+    if not value:
         return default
     if value not in ("0", "1", "true", "false"):
         raise ValueError(f"intra_op_spinning must be true or false, got {value!r}")
