@@ -1,13 +1,21 @@
-"""Fixtures shared by every test level: the exported model repository."""
+"""Fixtures shared by every test level: the exported model repository, the session's real tritonserver,
+frontend and redis-server (started once, on free loopback ports, only when a test asks for them)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from openai import OpenAI
 
 from export_scripts.__main__ import main as export_main
+from frontend.settings import Settings
+from launcher.repository import model_names
+from launcher.triton import TritonServer
+from tests.stack import Frontend, run_frontend, run_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 REPOSITORY = ROOT / "model_repository"
@@ -28,3 +36,34 @@ def repository() -> Path:
     """model_repository/ with every default model exported (a no-op when `make export` already ran)."""
     assert export_main(["all", f"--repository={REPOSITORY}"]) == 0, "export failed"
     return REPOSITORY
+
+
+@pytest.fixture(scope="session")
+def triton(repository) -> Iterator[TritonServer]:
+    """One real tritonserver per test session, every exported model loaded, on free loopback ports."""
+    with TritonServer(repository, model_names(repository)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def frontend(triton) -> Iterator[Frontend]:
+    with run_frontend(Settings(triton_grpc_url=triton.grpc_url, model_index_ttl_s=1.0)) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def openai_client(frontend) -> OpenAI:
+    return OpenAI(base_url=frontend.base_url, api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def http(frontend) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=frontend.url, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """A real redis-server for the session (installed by the set-up when missing)."""
+    with run_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url

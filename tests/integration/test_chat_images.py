@@ -22,7 +22,7 @@ from frontend.settings import Settings
 from launcher.triton import TritonServer
 from tests.conftest import REPOSITORY
 from tests.integration import llm_tiny
-from tests.integration.conftest import run_frontend
+from tests.stack import run_frontend
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from openai import OpenAI
 from frontend.settings import Settings
 from launcher.triton import TritonServer
 from tests.integration import llm_tiny
-from tests.integration.conftest import run_frontend
+from tests.stack import run_frontend
 
 pytestmark = pytest.mark.integration
 

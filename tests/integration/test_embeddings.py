@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from export_scripts.embeddings import load_sentence_transformer
-from tests.integration.conftest import run_frontend
+from tests.stack import run_frontend
 from frontend.settings import Settings
 from launcher.triton import TritonServer
 

@@ -18,7 +18,7 @@ from export_scripts.diffusion import TINY, served_models
 from frontend.settings import Settings
 from launcher.triton import TritonServer
 from tests.conftest import REPOSITORY
-from tests.integration.conftest import run_frontend
+from tests.stack import run_frontend
 
 pytestmark = pytest.mark.integration
 FAST = {"steps": 3}  # extension fields, through the SDK's extra_body

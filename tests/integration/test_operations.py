@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -29,46 +28,11 @@ from frontend.auth import hash_key
 from frontend.settings import Settings
 from launcher.triton import TritonServer, free_port, wait_for_http
 from tests.conftest import REPOSITORY
-from tests.integration.conftest import run_frontend
+from tests.stack import run_frontend
 
 MODEL = "all-minilm-l6-v2"
 PARTS = [MODEL, f"{MODEL}_tokenizer", f"{MODEL}_encoder"]
 KEYS = {"team": "sk-team", "bulk": "sk-bulk", "solo": "sk-solo", "ops": "sk-ops"}
-
-
-def redis_server_binary() -> str:
-    binary = shutil.which("redis-server")
-    if binary:
-        return binary
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("redis-server is missing and cannot be installed here (needs root and apt-get)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True, timeout=600)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "redis-server"], check=True, env=env, capture_output=True,
-                   timeout=600)
-    return shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    port = free_port()
-    proc = subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.1)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
 
 
 @pytest.fixture(scope="module")
