@@ -6,12 +6,17 @@ import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
+from frontend.admission import admitted, named_key_admission
+from frontend.auth import ADMIN, INFERENCE, METRICS, KeyStore, Limits
+from frontend.cache import CacheHit, CacheRecorder, ReplayedResponse, ResponseCache
 from frontend.errors import install_handlers
 from frontend.images_fetch import ImageFetcher
-from frontend.middleware import BodySizeLimit, RequestContext
-from frontend.operations import CacheLayer, Gate, Operations
+from frontend.metering import Metering
+from frontend.metrics import Metrics
+from frontend.middleware import BodySizeLimit, ContextLayer
+from frontend.ratelimit import RateLimiter
 from frontend.registry import ModelRegistry
 from frontend.routers import admin, chat, completions, embeddings, health, images, metrics, models
 from frontend.services.admin import AdminService
@@ -36,7 +41,10 @@ class Services:
     models: ModelService
     embeddings: EmbeddingService
     images: ImageService
-    ops: Operations  # keys, rate limits, response cache, metrics (frontend/operations.py)
+    keys: KeyStore  # frontend/auth.py
+    limiter: RateLimiter  # frontend/ratelimit.py
+    cache: ResponseCache | None  # frontend/cache.py; None when off
+    metrics: Metrics  # frontend/metrics.py
     admin: AdminService
     chat: ChatService
     completions: CompletionService
@@ -44,16 +52,35 @@ class Services:
     @classmethod
     def build(cls, settings: Settings, backend: Backend) -> "Services":
         registry = ModelRegistry(backend, settings.model_index_ttl_s)
-        ops = Operations.build(settings)
+        keys = KeyStore.load(settings.api_keys_file, settings.api_keys.get_secret_value(),
+                             Limits(settings.default_requests_per_minute, settings.default_tokens_per_minute,
+                                    settings.default_max_concurrent))
+        (log.info if keys.enabled and keys.keys else log.warning)("%s", keys.describe())
+        # A lease outlives the longest request it can guard: the Triton deadline, plus the response's tail.
+        limiter = RateLimiter(settings.redis_url, settings.request_timeout_s + 60)
+        cache = (ResponseCache(settings.cache_max_bytes, settings.cache_ttl_s, settings.cache_scope)
+                 if settings.cache_enabled and settings.cache_max_bytes else None)
+        log.info("rate limits in %s; response cache %s", "redis" if limiter.shared else "memory",
+                 f"{settings.cache_max_bytes} bytes, {settings.cache_ttl_s:g}s, per {settings.cache_scope}"
+                 if cache is not None else "off")
+        metrics = Metrics()
+        shared_prefix = settings.prefix_cache_scope == "global"
+
+        def forget(model: str) -> None:  # a reloaded model may answer differently
+            if cache is not None:
+                cache.clear(model)
+
         return cls(
-            settings=settings, backend=backend, registry=registry, ops=ops,
-            admin=AdminService(backend, registry, ops.metrics, ops.clear_cache, settings.admin_wait_s),
+            settings=settings, backend=backend, registry=registry, keys=keys, limiter=limiter, cache=cache,
+            metrics=metrics, admin=AdminService(backend, registry, metrics, forget, settings.admin_wait_s),
             models=ModelService(backend, registry, settings.required_models),
             embeddings=EmbeddingService(backend, registry, settings.embeddings_max_inputs),
             images=ImageService(backend, registry, ImageLinks(settings.images_url_secret.get_secret_value().encode(),
-                                                              settings.images_url_ttl_s), settings.public_url),
-            chat=ChatService(backend, registry, ImageFetcher.from_settings(settings)),
-            completions=CompletionService(backend, registry),
+                                                              settings.images_url_ttl_s),
+                                named_key_admission(keys, limiter, metrics), settings.public_url,
+                                settings.images_file_cache_bytes),
+            chat=ChatService(backend, registry, ImageFetcher.from_settings(settings), shared_prefix),
+            completions=CompletionService(backend, registry, shared_prefix),
         )
 
 
@@ -71,18 +98,27 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         try:
             yield
         finally:
+            await app.state.services.limiter.close()
             if owned:
                 await client.close()
 
     app = FastAPI(title="modelgate", summary="OpenAI-compatible API served by NVIDIA Triton", lifespan=lifespan)
     install_handlers(app)
-    # Outermost last: RequestContext -> Gate -> BodySizeLimit -> CacheLayer -> routers (frontend/operations.py).
-    app.add_middleware(CacheLayer)
+
+    @app.exception_handler(CacheHit)
+    async def _replay(request: Request, hit: CacheHit):
+        return ReplayedResponse(hit.response)
+
+    # Outermost last: ContextLayer -> Metering -> BodySizeLimit -> CacheRecorder -> routers, whose
+    # dependencies authenticate, admit and look up the cache (frontend/admission.py).
+    app.add_middleware(CacheRecorder)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(Gate)
-    app.add_middleware(RequestContext)
-    for module in (health, models, embeddings, images, chat, completions):
-        app.include_router(module.router)
-    for module in (admin, metrics):
-        app.include_router(module.router)
+    app.add_middleware(Metering)
+    app.add_middleware(ContextLayer)
+    app.include_router(health.router)  # open: probes
+    app.include_router(images.files_router)  # open: a signed URL is its own credential (and names its key)
+    for module in (models, embeddings, images, chat, completions):
+        app.include_router(module.router, dependencies=[admitted(INFERENCE)])
+    app.include_router(admin.router, dependencies=[admitted(ADMIN)])
+    app.include_router(metrics.router, dependencies=[admitted(METRICS)])
     return app

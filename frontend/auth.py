@@ -30,11 +30,6 @@ SCOPES = (INFERENCE, ADMIN, METRICS)
 KEY_PREFIX = "sk-mg-"
 ANONYMOUS = "anonymous"
 
-# Paths anyone may call: probes, API docs, and signed image URLs (the signature is their credential).
-OPEN_PREFIXES = ("/health", "/docs", "/redoc", "/openapi.json", "/v1/images/files/")
-METRICS_PATHS = ("/metrics", "/admin/metrics")
-
-
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -69,19 +64,9 @@ class ApiKey:
     limits: Limits
 
 
-def required_scope(path: str, metrics_public: bool) -> str | None:
-    """The scope a path needs; None for open paths."""
-    if path in METRICS_PATHS:
-        return None if metrics_public else METRICS
-    if path.startswith(OPEN_PREFIXES):
-        return None
-    if path == "/admin" or path.startswith("/admin/"):
-        return ADMIN
-    return INFERENCE
-
-
 class KeyStore:
-    """The configured keys. Empty means authentication is off (the app logs a WARNING at start)."""
+    """The configured keys. Empty means authentication is off (the app logs a WARNING at start): every
+    caller is the anonymous key, and admin is refused to anyone but loopback clients."""
 
     def __init__(self, keys: list[ApiKey], default_limits: Limits = Limits(), from_file: bool = False):
         names = [k.name for k in keys]
@@ -127,9 +112,33 @@ class KeyStore:
             raise AuthenticationError("Incorrect API key provided")
         return found
 
-    def authorize(self, key: ApiKey, scope: str | None) -> None:
-        if scope is not None and scope not in key.scopes and not (scope == METRICS and ADMIN in key.scopes):
+    def authorize(self, key: ApiKey, scope: str, from_loopback: bool) -> None:
+        """PermissionDenied unless `key` may use `scope`. Without keys configured, admin is for loopback
+        clients only: an operator on the host may manage models, the network may not."""
+        if not self.enabled and scope == ADMIN and not from_loopback:
+            raise PermissionDenied("Admin endpoints need an API key with the `admin` scope, and this server has "
+                                   "no API keys configured, so they answer loopback clients only. Configure keys "
+                                   "(MODELGATE_API_KEYS_FILE or MODELGATE_API_KEYS; `python -m frontend.auth "
+                                   "generate --name ops --scopes admin`) to manage models over the network")
+        if scope not in key.scopes and not (scope == METRICS and ADMIN in key.scopes):
             raise PermissionDenied(f"This API key (`{key.name}`) lacks the `{scope}` scope")
+
+    def named(self, name: str) -> ApiKey | None:
+        """The key called `name` (the anonymous one when authentication is off); None if it is gone."""
+        if not self.enabled:
+            return self.anonymous if name == ANONYMOUS else None
+        return next((k for k in self.keys if k.name == name), None)
+
+    def describe(self) -> str:
+        """One line for the startup log: which mode is active."""
+        if not self.enabled:
+            return ("AUTHENTICATION IS OFF: no API keys configured (MODELGATE_API_KEYS_FILE, MODELGATE_API_KEYS); "
+                    "every client may call the inference endpoints, and admin answers loopback clients only")
+        if not self.keys:
+            return "API keys on, but the keys file holds no keys: every request that needs a key is refused"
+        admins = [k.name for k in self.keys if ADMIN in k.scopes]
+        return (f"API keys on: {', '.join(k.name for k in self.keys)}; admin needs the admin scope "
+                f"({', '.join(admins) or 'no key has it'})")
 
 
 def _check_hash(digest: str) -> str:

@@ -2,8 +2,10 @@
 
 `ResponseCache` is an LRU with a time to live (cachetools.TTLCache, sized in bytes). A cached response is
 the status, the headers and the body chunks exactly as the app sent them, so a hit is byte for byte
-the miss, and a hit on a streaming request replays the same SSE events. `CacheLayer` (frontend/operations.py)
-applies it to every path in `POLICIES`; an endpoint that lands later gets caching by adding one line there.
+the miss, and a hit on a streaming request replays the same SSE events. The lookup runs after
+authentication and admission (frontend/admission.py calls `lookup`); a hit raises `CacheHit`, answered by
+replaying it; a miss is recorded on its way out by `CacheRecorder`. It applies to every path in `POLICIES`:
+an endpoint that lands later gets caching by adding one line there.
 """
 
 from __future__ import annotations
@@ -15,6 +17,13 @@ from dataclasses import dataclass
 
 import orjson
 from cachetools import TTLCache
+from starlette.responses import Response
+
+from frontend.context import RequestContext, context_of
+from frontend.metrics import Metrics
+from frontend.registry import ServedModel
+
+CACHE_HEADER = b"x-cache"
 
 # Fields that never change the output; everything else is part of the key (model version included).
 IGNORED_FIELDS = frozenset({"user", "metadata"})
@@ -43,7 +52,8 @@ POLICIES: dict[str, Callable[[dict], bool]] = {
     "/v1/embeddings": lambda body: True,
     "/v1/chat/completions": lambda body: _sampling_is_deterministic(body) and not _fetches_images(body),
     "/v1/completions": _sampling_is_deterministic,
-    "/v1/images/generations": lambda body: body.get("seed") is not None,
+    # b64_json only: a `url` answer names the host it was asked through and expires, so it is never replayed.
+    "/v1/images/generations": lambda body: body.get("seed") is not None and body.get("response_format") == "b64_json",
 }
 
 
@@ -146,3 +156,81 @@ class ResponseCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class CacheHit(Exception):  # noqa: N818 - not an error: a route answered from the cache
+    """Raised by the lookup on a hit; the app's handler answers with `ReplayedResponse(hit)`."""
+
+    def __init__(self, response: CachedResponse):
+        super().__init__("cache hit")
+        self.response = response
+
+
+class ReplayedResponse(Response):
+    """A cached response sent again, chunk for chunk, with `x-cache: hit`."""
+
+    def __init__(self, cached: CachedResponse):
+        super().__init__()
+        self.cached = cached
+
+    async def __call__(self, scope, receive, send) -> None:
+        headers = [(k, v) for k, v in self.cached.headers if k not in (CACHE_HEADER, b"x-request-id")]
+        await send({"type": "http.response.start", "status": self.cached.status,
+                    "headers": [*headers, (CACHE_HEADER, b"hit")]})
+        for chunk in self.cached.chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def lookup(cache: ResponseCache | None, metrics: Metrics, ctx: RequestContext, model: ServedModel | None,
+           path: str, body: dict, cache_control: str, bypass_header: str | None) -> None:
+    """Answer from the cache (raises CacheHit) or mark the request to be recorded on its way out.
+
+    Bypass: `Cache-Control: no-cache` or `x-cache-bypass: 1` (the fresh answer is stored), `Cache-Control:
+    no-store` (nothing read or stored). Responses say `x-cache: hit|miss|bypass` on cacheable paths.
+    """
+    if cache is None or model is None or not cacheable(path, body):
+        return
+    directives = cache_control.lower()
+    no_store = "no-store" in directives
+    bypass = no_store or "no-cache" in directives or bypass_header in ("1", "true")
+    key = cache.key(ctx.tenant, model.name, model.version, path, body)
+    if not bypass:
+        hit = cache.get(key)
+        if hit is not None:
+            metrics.cache_hits.labels(path).inc()
+            ctx.cache = "hit"
+            raise CacheHit(hit)
+        metrics.cache_misses.labels(path).inc()
+    ctx.cache = "bypass" if bypass else "miss"
+    ctx.cache_key = None if no_store else key
+    ctx.response_headers.append((CACHE_HEADER, ctx.cache.encode()))
+
+
+class CacheRecorder:
+    """ASGI layer: records the response of a request the lookup marked (`ctx.cache_key`) and stores it."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        ctx = context_of(scope)
+        recorder: ResponseRecorder | None = None
+
+        async def recording(message):
+            nonlocal recorder
+            if message["type"] == "http.response.start" and ctx.cache_key is not None:
+                recorder = ResponseRecorder(ctx.model)
+            if recorder is not None:
+                recorder.observe(message)
+            await send(message)
+
+        await self.app(scope, receive, recording)
+        services = scope["app"].state.services
+        cache: ResponseCache | None = services.cache
+        response = recorder.result() if recorder is not None else None
+        if cache is not None and response is not None and cache.put(ctx.cache_key, response):
+            services.metrics.cache_stores.labels(scope["path"]).inc()
+            services.metrics.cache_bytes.set(cache.bytes)

@@ -1,16 +1,21 @@
-"""ASGI middleware: request ids and the body size limit."""
+"""ASGI middleware: the request's context (id, headers learnt on the way, resources given back at the end)
+and the body size limit."""
 
 from __future__ import annotations
 
 import uuid
 
+from frontend.context import STATE_KEY, RequestContext
 from frontend.errors import RequestTooLarge, error_response
+from frontend.logs import request_id_var
 
 REQUEST_ID_HEADER = b"x-request-id"
 
 
-class RequestContext:
-    """Gives every request an id (the client's `x-request-id` or a new one), echoed in the response."""
+class ContextLayer:
+    """Creates the `RequestContext` of every request: its id (the client's `x-request-id` or a new one,
+    echoed in the response and in every log line), the headers admission adds (x-ratelimit-*, x-cache);
+    `close()`s it however the response ends, so its concurrency lease is always given back."""
 
     def __init__(self, app):
         self.app = app
@@ -19,15 +24,24 @@ class RequestContext:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         given = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"").decode("latin-1")[:128]
-        request_id = given or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        client = scope.get("client")
+        ctx = RequestContext(given or uuid.uuid4().hex, client[0] if client else None)
+        state = scope.setdefault("state", {})
+        state[STATE_KEY] = ctx
+        state["request_id"] = ctx.request_id
+        token = request_id_var.set(ctx.request_id)
 
-        async def send_with_id(message):
+        async def with_headers(message):
             if message["type"] == "http.response.start":
-                message.setdefault("headers", []).append((REQUEST_ID_HEADER, request_id.encode("latin-1")))
+                message["headers"] = [*message.get("headers", []), *ctx.response_headers,
+                                      (REQUEST_ID_HEADER, ctx.request_id.encode("latin-1"))]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, with_headers)
+        finally:
+            await ctx.close()
+            request_id_var.reset(token)
 
 
 class BodySizeLimit:

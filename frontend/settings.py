@@ -11,13 +11,18 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODELGATE_", env_file=".env", extra="ignore")
 
-    host: str = "0.0.0.0"
+    # Loopback unless the operator opens it (MODELGATE_HOST=0.0.0.0; the images and the chart do).
+    host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
 
     # Triton. `dns:///triton-headless:8001` spreads calls over every replica behind a headless Service.
     triton_grpc_url: str = "localhost:8001"
     triton_lb_policy: str = "round_robin"
+    # Triton's restricted protocols (model repository, config): the header value Triton was started with
+    # (`--grpc-restricted-protocol=...:<TRITON_API_HEADER>=<secret>`); empty: Triton does not restrict them.
+    triton_api_secret: SecretStr = Field(SecretStr(""), description="value of the header that unlocks Triton's "
+                                         "model-repository and model-config protocols")
     request_timeout_s: float = Field(600.0, gt=0, description="deadline of one Triton call")
     # Models that must be READY for /health/ready; empty means "Triton ready and at least one served model".
     required_models: Annotated[list[str], NoDecode] = []
@@ -31,6 +36,8 @@ class Settings(BaseSettings):
     images_url_ttl_s: float = Field(3600.0, gt=0, description="how long an image URL works (OpenAI: 1 hour)")
     images_url_secret: SecretStr = Field(SecretStr(""), description="HMAC key shared by every replica; "
                                          "empty: a random key per process (links die with it)")
+    images_file_cache_bytes: int = Field(64 * 1024 * 1024, ge=0, description="PNGs behind image URLs kept in "
+                                         "memory so a fetch does not run the pipeline again (LRU beyond it)")
     public_url: str = Field("", description="how clients reach this frontend, for image URLs; empty: the "
                                             "request's own scheme and host")
 
@@ -41,6 +48,9 @@ class Settings(BaseSettings):
     image_max_bytes: int = Field(20 * 1024 * 1024, gt=0, description="largest image accepted (fetched or inline)")
     image_max_pixels: int = Field(50_000_000, gt=0, description="largest image accepted, width x height")
     image_fetch_max_redirects: int = Field(3, ge=0)
+    image_max_request_pixels: int = Field(32_000_000, gt=0, description="all of one request's images together, "
+                                          "width x height, read from their headers before any decoding")
+    image_decode_workers: int = Field(2, gt=0, description="threads that decode chat images (a bounded pool)")
 
     # Operations (docs/operations.md): API keys, rate limits, response cache, metrics, model control.
     api_keys_file: str = Field("", description="JSON keys file (hashes, scopes, limits); see frontend/auth.py")
@@ -57,6 +67,9 @@ class Settings(BaseSettings):
     cache_max_bytes: int = Field(64 * 1024 * 1024, ge=0, description="response cache size (LRU beyond it)")
     cache_ttl_s: float = Field(600.0, gt=0, description="how long a cached response is reused")
     cache_scope: Literal["key", "global"] = Field("key", description="key: entries per API key; global: shared")
+    # The chat engine's prefix cache: "key" gives each API key its own (no timing side channel between
+    # tenants, as vLLM's cache_salt); "global" shares it (single-tenant deployments).
+    prefix_cache_scope: Literal["key", "global"] = "key"
     admin_wait_s: float = Field(120.0, gt=0, description="how long load/unload wait for the model's new state")
 
     @field_validator("required_models", "image_url_allowlist", mode="before")

@@ -37,6 +37,8 @@ class GenerationRequest(OpenAIRequest):
     # Extensions.
     top_k: int | None = Field(None, ge=-1)
     ignore_eos: bool = False
+    # vLLM's: only requests with the same salt share cached prompt prefixes (within the caller's own key).
+    cache_salt: str | None = Field(None, min_length=1, max_length=256)
 
     @model_validator(mode="before")
     @classmethod

@@ -1,5 +1,6 @@
 from fastapi import APIRouter, Request
 
+from frontend.context import context_of
 from frontend.protocol.completions import Completion, CompletionRequest
 from frontend.responses import EventStreamResponse, FastJSONResponse
 
@@ -8,6 +9,6 @@ router = APIRouter()
 
 @router.post("/v1/completions", response_model=Completion)
 async def create_completion(body: CompletionRequest, request: Request):
-    result = await request.app.state.services.completions.create(body, request.state.request_id,
+    result = await request.app.state.services.completions.create(body, context_of(request),
                                                                  request.is_disconnected)
     return EventStreamResponse(result) if body.stream else FastJSONResponse(result)

@@ -1,5 +1,6 @@
 from fastapi import APIRouter, Request
 
+from frontend.context import context_of
 from frontend.protocol.embeddings import EmbeddingRequest, EmbeddingResponse
 from frontend.responses import FastJSONResponse
 
@@ -8,5 +9,5 @@ router = APIRouter()
 
 @router.post("/v1/embeddings", response_model=EmbeddingResponse, response_class=FastJSONResponse)
 async def create_embeddings(body: EmbeddingRequest, request: Request):
-    result = await request.app.state.services.embeddings.create(body, request.state.request_id)
+    result = await request.app.state.services.embeddings.create(body, context_of(request))
     return FastJSONResponse(result)

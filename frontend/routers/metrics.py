@@ -8,5 +8,6 @@ router = APIRouter()
 async def metrics(request: Request):
     """Prometheus text format (open, or a key with the metrics/admin scope: MODELGATE_METRICS_PUBLIC)."""
     services = request.app.state.services
-    body = await services.ops.scrape(services.backend)
-    return Response(body, media_type=services.ops.metrics.content_type)
+    services.metrics.triton_up.set(1 if await services.backend.server_ready() else 0)
+    services.metrics.cache_bytes.set(services.cache.bytes if services.cache is not None else 0)
+    return Response(services.metrics.render(), media_type=services.metrics.content_type)

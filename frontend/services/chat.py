@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from frontend.chat_template import render_chat
+from frontend.context import RequestContext
 from frontend.errors import InvalidRequest
 from frontend.images_fetch import ImageFetcher
 from frontend.protocol.chat import ChatCompletionRequest, ChatMessage, ContentPart, ImageURL
@@ -17,6 +18,7 @@ from frontend.services.generation import (
     Tally,
     TokenLogprob,
     assemble,
+    cache_salt,
     now,
     response_id,
     sampling_parameters,
@@ -94,10 +96,12 @@ def chat_logprobs(tokens: list[TokenLogprob]) -> dict:
 
 
 class ChatService:
-    def __init__(self, backend: Backend, registry: ModelRegistry, images: ImageFetcher | None = None):
+    def __init__(self, backend: Backend, registry: ModelRegistry, images: ImageFetcher | None = None,
+                 shared_prefix_cache: bool = False):
         self.backend = backend
         self.registry = registry
         self.images = images
+        self.shared_prefix_cache = shared_prefix_cache
 
     async def _load_images(self, model, parts: list[tuple[str, ImageURL]]) -> list[bytes]:
         """The request's images as bytes (fetched concurrently), within the model's per-request limit."""
@@ -114,7 +118,7 @@ class ChatService:
             for fetch in fetches:
                 fetch.cancel()
 
-    async def create(self, request: ChatCompletionRequest, request_id: str,
+    async def create(self, request: ChatCompletionRequest, ctx: RequestContext,
                      is_disconnected: Callable[[], Awaitable[bool]]) -> dict | AsyncIterator[dict]:
         """A `chat.completion` dict, or (stream=true) the `chat.completion.chunk` dicts, started already."""
         model = await self.registry.get(request.model, *TASKS_CHAT)
@@ -122,11 +126,13 @@ class ChatService:
         prompt = render_chat(model.parameters, template_messages(request.messages, parts), model=model.name)
         images = await self._load_images(model, parts or [])
         top = (request.top_logprobs or 0) if request.logprobs else None
-        params = sampling_parameters(request, request.completion_limit, top)
+        params = sampling_parameters(request, request.completion_limit, top,
+                                     cache_salt(ctx, self.shared_prefix_cache, request.cache_salt))
         log.info("chat: model=%s n=%d stream=%s user=%s request=%s", model.name, request.n, request.stream,
-                 request.user, request_id)
+                 request.user, ctx.request_id)
         generation = Generation(self.backend, model.name, prompt, params, stream=request.stream,
-                                top_logprobs=top, request_id=request_id, param="messages", images=images)
+                                top_logprobs=top, request_id=ctx.request_id, param="messages", images=images,
+                                usage=ctx.usage)
         head = {"id": response_id("chatcmpl"), "created": now(), "model": model.name, "system_fingerprint": None}
         if request.stream:
             await cancel_on_disconnect(generation.start(), is_disconnected)  # queued: may wait for a slot

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from frontend.context import RequestContext
 from frontend.errors import InvalidRequest
 from frontend.protocol.completions import CompletionRequest
 from frontend.registry import ModelRegistry
@@ -13,6 +14,7 @@ from frontend.services.generation import (
     TASKS_COMPLETIONS,
     Generation,
     Tally,
+    cache_salt,
     TokenLogprob,
     assemble,
     merged,
@@ -42,22 +44,25 @@ def completion_logprobs(tokens: list[TokenLogprob], offset: int) -> dict:
 
 
 class CompletionService:
-    def __init__(self, backend: Backend, registry: ModelRegistry):
+    def __init__(self, backend: Backend, registry: ModelRegistry, shared_prefix_cache: bool = False):
         self.backend = backend
         self.registry = registry
+        self.shared_prefix_cache = shared_prefix_cache
 
-    async def create(self, request: CompletionRequest, request_id: str,
+    async def create(self, request: CompletionRequest, ctx: RequestContext,
                      is_disconnected: Callable[[], Awaitable[bool]]) -> dict | AsyncIterator[dict]:
         """A `text_completion` dict, or (stream=true) its chunks, every generation started already."""
         model = await self.registry.get(request.model, *TASKS_COMPLETIONS)
         if request.echo and request.logprobs is not None:
             raise InvalidRequest("echo with logprobs is not supported (no prompt logprobs)", param="echo",
                                  code="unsupported_parameter")
-        params = sampling_parameters(request, request.max_tokens, request.logprobs)
+        params = sampling_parameters(request, request.max_tokens, request.logprobs,
+                                     cache_salt(ctx, self.shared_prefix_cache, request.cache_salt))
         log.info("completions: model=%s prompts=%d n=%d stream=%s user=%s request=%s", model.name,
-                 len(request.prompts), request.n, request.stream, request.user, request_id)
+                 len(request.prompts), request.n, request.stream, request.user, ctx.request_id)
         generations = [Generation(self.backend, model.name, prompt, params, stream=request.stream,
-                                  top_logprobs=request.logprobs, request_id=request_id, param="prompt")
+                                  top_logprobs=request.logprobs, request_id=ctx.request_id, param="prompt",
+                                  usage=ctx.usage)
                        for prompt in request.prompts]
         head = {"id": response_id("cmpl"), "object": "text_completion", "created": now(), "model": model.name,
                 "system_fingerprint": None}

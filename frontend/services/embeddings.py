@@ -7,6 +7,7 @@ import base64
 
 import numpy as np
 
+from frontend.context import RequestContext
 from frontend.errors import ContextLengthExceeded, InvalidRequest
 from frontend.protocol.embeddings import EmbeddingRequest
 from frontend.registry import ModelRegistry, ServedModel
@@ -24,7 +25,8 @@ class EmbeddingService:
         self.registry = registry
         self.max_inputs = max_inputs
 
-    async def create(self, request: EmbeddingRequest, request_id: str = "") -> dict:
+    async def create(self, request: EmbeddingRequest, ctx: RequestContext) -> dict:
+        request_id = ctx.request_id
         model = await self.registry.get(request.model, TASK)
         dim = model.int_param("embedding_dim")
         if request.dimensions is not None and dim is not None and request.dimensions > dim:
@@ -41,6 +43,7 @@ class EmbeddingService:
         results = await asyncio.gather(*(embed(model, batch, request_id) for batch in batches))
         vectors = np.concatenate([r[0] for r in results])
         prompt_tokens = int(sum(int(r[1].sum()) for r in results))
+        ctx.usage.add_prompt(prompt_tokens)
         if request.dimensions is not None and request.dimensions != vectors.shape[1]:
             vectors = _truncate(vectors, request.dimensions)
         return {

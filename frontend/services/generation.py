@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import math
 import time
@@ -20,9 +21,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from frontend.context import RequestContext
 from frontend.errors import APIError
 from frontend.protocol.generation import GenerationRequest
 from frontend.triton import Backend, Tensors
+from frontend.usage import Usage
 
 TASKS_CHAT = ("chat",)
 TASKS_COMPLETIONS = ("completions", "chat")  # a chat model completes plain prompts too
@@ -33,7 +36,17 @@ FINISH_REASONS = ("stop", "length")
 MIN_LOGPROB = -9999.0  # what OpenAI reports for a token with no probability (JSON has no -inf)
 
 
-def sampling_parameters(request: GenerationRequest, max_tokens: int | None, logprobs: int | None) -> dict:
+def cache_salt(ctx: RequestContext, shared: bool, requested: str | None) -> str | None:
+    """The engine's `cache_salt`: the tenant's (unless the prefix cache is shared), refined by the request's
+    own salt. Requests share cached prefixes only when their salts are equal."""
+    tenant = ctx.tenant_salt(shared)
+    if requested is None:
+        return tenant
+    return hashlib.sha256(f"{tenant or ''}\0{requested}".encode()).hexdigest()[:32]
+
+
+def sampling_parameters(request: GenerationRequest, max_tokens: int | None, logprobs: int | None,
+                        salt: str | None = None) -> dict:
     """The `sampling_parameters` JSON: an explicit list of fields, unset ones left to the model's defaults.
 
     No max_tokens means "the rest of the context" (the engine knows the prompt's length; 16, OpenAI's
@@ -43,7 +56,7 @@ def sampling_parameters(request: GenerationRequest, max_tokens: int | None, logp
         "temperature": request.temperature, "top_p": request.top_p, "top_k": request.top_k, "seed": request.seed,
         "stop": request.stop, "max_tokens": max_tokens, "presence_penalty": request.presence_penalty,
         "frequency_penalty": request.frequency_penalty, "n": request.n, "logprobs": logprobs,
-        "ignore_eos": request.ignore_eos or None,
+        "ignore_eos": request.ignore_eos or None, "cache_salt": salt,
     }
     return {k: v for k, v in values.items() if v is not None}
 
@@ -154,8 +167,10 @@ class Generation:
     """
 
     def __init__(self, backend: Backend, model: str, prompt: str, params: dict, *, stream: bool,
-                 top_logprobs: int | None, request_id: str, param: str, images: list[bytes] = ()):
+                 top_logprobs: int | None, request_id: str, param: str, images: list[bytes] = (),
+                 usage: Usage | None = None):
         self.backend = backend
+        self.usage = usage if usage is not None else Usage()  # exact counts, recorded as responses arrive
         self.model = model
         self.top_logprobs = top_logprobs
         self.request_id = request_id
@@ -168,7 +183,8 @@ class Generation:
     async def start(self) -> None:
         self._responses = self.backend.stream(self.model, self._inputs, OUTPUTS, request_id=self.request_id)
         try:
-            self._first = parse_step(await anext(self._responses), self.top_logprobs)
+            self._first = self._record(parse_step(await anext(self._responses), self.top_logprobs))
+            self.usage.add_prompt(self._first.prompt_tokens)
         except StopAsyncIteration:
             await self.aclose()
             raise APIError("the model ended the request without a response") from None
@@ -188,9 +204,13 @@ class Generation:
         try:
             yield self._first
             async for outputs in self._responses:
-                yield parse_step(outputs, self.top_logprobs)
+                yield self._record(parse_step(outputs, self.top_logprobs))
         finally:
             await self.aclose()
+
+    def _record(self, step: Step) -> Step:
+        self.usage.add_completion(sum(step.counts))
+        return step
 
     async def collect(self) -> list[Step]:
         return [step async for step in self.steps()]

@@ -4,10 +4,12 @@ Seeds: the pipeline model requires one (Triton's response cache keys on the inpu
 function of them). When the user gives none, a random one is drawn here, so requests without a seed still
 differ and requests with one are answered from the cache when repeated.
 
-URLs keep nothing on disk or in memory: a link carries the request's Triton inputs and the image index,
-signed with HMAC-SHA256 and with an expiry time. Fetching it re-sends the same inputs, which Triton answers
-from its response cache (or, once evicted, recomputes: the same seed gives the same bytes). Any replica
-holding the same secret can serve it; the parameters are signed, not encrypted.
+URLs keep nothing on disk: a link carries the request's Triton inputs, the image index and the name of
+the API key that made it, signed with HMAC-SHA256 and with an expiry time. A fetch is admitted against
+that key's limits (the URL is its own credential, so the key that minted it pays), and is answered from a
+bounded in-memory cache of the PNGs this replica made; elsewhere the same inputs are sent again, which
+Triton answers from its response cache (or, once evicted, recomputes: the same seed gives the same bytes).
+Any replica holding the same secret can serve it; the parameters are signed, not encrypted.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import zlib
 from collections.abc import Awaitable, Callable
 
 import numpy as np
+from cachetools import TTLCache
 
+from frontend.context import RequestContext
 from frontend.errors import ClientClosedRequest, Gone, InvalidRequest, NotFound
 from frontend.protocol.images import ImageGenerationRequest
 from frontend.registry import ModelRegistry, ServedModel
@@ -113,12 +117,29 @@ async def cancel_on_disconnect(call: Awaitable, is_disconnected: Callable[[], Aw
             task.cancel()
 
 
+def _image_id(model: str, values: dict, index: int) -> str:
+    """What identifies one generated image, whoever minted its link and when."""
+    return hashlib.sha256(json.dumps([model, values, index], sort_keys=True).encode()).hexdigest()
+
+
+# Admits the request as the named API key (its limits apply); raises NotFound when no such key is left.
+Admit = Callable[[RequestContext, str], Awaitable[None]]
+
+
 class ImageService:
-    def __init__(self, backend: Backend, registry: ModelRegistry, links: ImageLinks, public_url: str = ""):
+    def __init__(self, backend: Backend, registry: ModelRegistry, links: ImageLinks, admit: Admit,
+                 public_url: str = "", cache_bytes: int = 64 * 1024 * 1024):
         self.backend = backend
         self.registry = registry
         self.links = links
+        self.admit = admit
         self.public_url = public_url.rstrip("/")
+        # PNGs behind this replica's URLs, until their links expire (or the LRU needs the room).
+        self.files: TTLCache = TTLCache(maxsize=cache_bytes, ttl=links.ttl_s, getsizeof=len)
+
+    def _keep(self, image_id: str, png: bytes) -> None:
+        if len(png) <= self.files.maxsize:
+            self.files[image_id] = png
 
     async def _model(self, name: str | None) -> ServedModel:
         if name:
@@ -151,8 +172,9 @@ class ImageService:
             "guidance_scale": guidance if guidance is not None else float(params.get("default_guidance_scale", 7.5)),
         }
 
-    async def generate(self, request: ImageGenerationRequest, request_id: str, base_url: str,
+    async def generate(self, request: ImageGenerationRequest, ctx: RequestContext, base_url: str,
                        is_disconnected: Callable[[], Awaitable[bool]]) -> dict:
+        request_id = ctx.request_id
         model = await self._model(request.model)
         values = self._values(request, model)
         log.info("images: model=%s n=%d size=%dx%d steps=%d quality=%s style=%s user=%s request=%s",
@@ -160,25 +182,36 @@ class ImageService:
                  request.style, request.user, request_id)
         call = self.backend.infer(model.name, triton_inputs(values), [OUTPUT], request_id=request_id)
         images = (await cancel_on_disconnect(call, is_disconnected))[OUTPUT]
+        pngs = await asyncio.to_thread(lambda: [encode_png(image) for image in images])
         if request.response_format == "b64_json":
-            pngs = await asyncio.to_thread(lambda: [encode_png(image) for image in images])
             data = [{"b64_json": base64.b64encode(png).decode("ascii")} for png in pngs]
         else:
             root = self.public_url or base_url.rstrip("/")
-            data = [{"url": f"{root}/v1/images/files/{self.links.sign({'m': model.name, 'v': values, 'i': i})}"}
-                    for i in range(len(images))]
+            data = []
+            for i, png in enumerate(pngs):
+                self._keep(_image_id(model.name, values, i), png)
+                token = self.links.sign({"m": model.name, "v": values, "i": i, "k": ctx.key.name if ctx.key else ""})
+                data.append({"url": f"{root}/v1/images/files/{token}"})
         return {"created": int(time.time()), "data": data, "size": f"{values['width']}x{values['height']}",
                 "output_format": "png"}
 
-    async def fetch(self, token: str, request_id: str) -> tuple[bytes, int]:
-        """(PNG bytes, seconds the link has left) for a token made by `generate`."""
+    async def fetch(self, token: str, ctx: RequestContext) -> tuple[bytes, int]:
+        """(PNG bytes, seconds the link has left) for a token made by `generate`, admitted as its key."""
         try:
             payload, left = self.links.verify(token)
-            name, values, index = payload["m"], payload["v"], int(payload["i"])
+            name, values, index, key = payload["m"], payload["v"], int(payload["i"]), str(payload["k"])
         except (ValueError, KeyError, TypeError, zlib.error) as exc:  # signed by us but unreadable
             raise NotFound("No such image", code="image_not_found") from exc
+        await self.admit(ctx, key)
+        image_id = _image_id(name, values, index)
+        png = self.files.get(image_id)
+        if png is not None:
+            return png, left
         model = await self.registry.get(name, TASK)
-        images = (await self.backend.infer(model.name, triton_inputs(values), [OUTPUT], request_id=request_id))[OUTPUT]
+        images = (await self.backend.infer(model.name, triton_inputs(values), [OUTPUT],
+                                           request_id=ctx.request_id))[OUTPUT]
         if not 0 <= index < len(images):
             raise NotFound("No such image", code="image_not_found")
-        return await asyncio.to_thread(encode_png, images[index]), left
+        png = await asyncio.to_thread(encode_png, images[index])
+        self._keep(image_id, png)
+        return png, left

@@ -78,12 +78,14 @@ async def test_tokens_per_minute_counted_from_usage(client):
     assert r.headers["x-ratelimit-remaining-tokens"] == "0"
 
 
-async def test_streamed_tokens_are_charged_as_they_are_produced(client, backend):
-    backend.llm.eos_after = 8
-    body = {"model": "llm", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    assert (await client.post("/v1/chat/completions", json=body, headers=TINY)).status_code == 200
+async def test_streams_are_charged_prompt_and_completion_without_include_usage(client, backend):
+    backend.llm.eos_after = 4
+    body = {"model": "llm", "messages": [{"role": "user", "content": "one two three"}], "stream": True}
+    r = await client.post("/v1/chat/completions", json=body, headers=TINY)
+    assert r.status_code == 200 and '"usage"' not in r.text  # the client asked for no usage; it is charged anyway
     r = await client.post("/v1/embeddings", json={"model": "emb", "input": "x"}, headers=TINY)
-    assert r.headers["x-ratelimit-remaining-tokens"] == "2"  # 8 streamed words = 8 tokens
+    # The fake counts the rendered prompt's words (3) and streams 4 words: 7 of 10 tokens spent.
+    assert r.headers["x-ratelimit-remaining-tokens"] == "3"
 
 
 async def test_concurrent_requests_over_the_limit_are_429(client, backend):

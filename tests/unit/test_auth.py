@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from frontend.auth import ADMIN, INFERENCE, METRICS, KeyStore, Limits, hash_key, main, required_scope
+from frontend.auth import ADMIN, INFERENCE, METRICS, KeyStore, Limits, hash_key, main
 from frontend.errors import AuthenticationError, PermissionDenied
 
 
@@ -78,32 +78,33 @@ def test_duplicate_names_are_refused():
         KeyStore.load(env_keys="a=k1,a=k2")
 
 
-@pytest.mark.parametrize("path, public, scope", [
-    ("/v1/embeddings", True, INFERENCE),
-    ("/v1/chat/completions", False, INFERENCE),
-    ("/admin/models", True, ADMIN),
-    ("/admin/models/load", True, ADMIN),
-    ("/health", False, None),
-    ("/health/ready", False, None),
-    ("/v1/images/files/abc.def", False, None),
-    ("/metrics", True, None),
-    ("/metrics", False, METRICS),
-    ("/admin/metrics", True, None),
-    ("/admin/metrics", False, METRICS),
-    ("/v1/anything-new", True, INFERENCE),  # closed unless listed as open
-])
-def test_required_scope(path, public, scope):
-    assert required_scope(path, public) == scope
-
-
 def test_authorize_by_scope_admin_may_scrape_metrics(keys_file):
     store = KeyStore.load(str(keys_file))
     team, ops = store.authenticate("Bearer sk-a"), store.authenticate("Bearer sk-ops")
-    store.authorize(team, INFERENCE)
-    store.authorize(ops, METRICS)
+    store.authorize(team, INFERENCE, from_loopback=False)
+    store.authorize(ops, METRICS, from_loopback=False)
+    store.authorize(ops, ADMIN, from_loopback=False)  # with keys, the scope decides, wherever the caller is
     for key, scope in ((team, ADMIN), (ops, INFERENCE), (team, METRICS)):
         with pytest.raises(PermissionDenied):
-            store.authorize(key, scope)
+            store.authorize(key, scope, from_loopback=True)
+
+
+def test_without_keys_admin_answers_loopback_only():
+    store = KeyStore.load()
+    anonymous = store.authenticate(None)
+    store.authorize(anonymous, INFERENCE, from_loopback=False)
+    store.authorize(anonymous, ADMIN, from_loopback=True)
+    with pytest.raises(PermissionDenied, match="MODELGATE_API_KEYS_FILE") as info:
+        store.authorize(anonymous, ADMIN, from_loopback=False)
+    assert info.value.status == 403
+    assert "loopback clients only" in store.describe()
+
+
+def test_named_keys_for_signed_links(keys_file):
+    store = KeyStore.load(str(keys_file))
+    assert store.named("ops").name == "ops" and store.named("gone") is None
+    off = KeyStore.load()
+    assert off.named("anonymous") is off.anonymous and off.named("ops") is None
 
 
 def test_cli_hash_and_generate(capsys, tmp_path):

@@ -1,6 +1,9 @@
 """frontend.ratelimit with in-memory storage: requests, tokens, concurrency, headers."""
 
+import asyncio
+
 import pytest
+from limits import RateLimitItemPerMinute
 
 from frontend.auth import ApiKey, Limits
 from frontend.errors import RateLimited
@@ -19,7 +22,7 @@ def test_duration_in_openai_format(seconds, text):
 
 async def test_requests_per_minute_then_429_with_retry_after_and_headers():
     limiter, k = RateLimiter(), key(requests_per_minute=2)
-    first = dict(await limiter.admit(k))
+    first = dict((await limiter.admit(k))[0])
     assert first[b"x-ratelimit-limit-requests"] == b"2" and first[b"x-ratelimit-remaining-requests"] == b"1"
     await limiter.admit(k)
     with pytest.raises(RateLimited) as info:
@@ -27,41 +30,63 @@ async def test_requests_per_minute_then_429_with_retry_after_and_headers():
     assert info.value.status == 429 and info.value.code == "rate_limit_exceeded"
     assert 55 <= int(info.value.headers["retry-after"]) <= 60
     assert info.value.headers["x-ratelimit-remaining-requests"] == "0"
-    assert dict(await limiter.admit(key("other", requests_per_minute=2)))[b"x-ratelimit-remaining-requests"] == b"1"
+    assert dict((await limiter.admit(key("other", requests_per_minute=2)))[0])[b"x-ratelimit-remaining-requests"] == b"1"
 
 
 async def test_tokens_are_charged_after_the_fact_down_to_zero():
     limiter, k = RateLimiter(), key(tokens_per_minute=10)
     await limiter.admit(k)
     await limiter.charge_tokens(k, 4)
-    assert dict(await limiter.admit(k))[b"x-ratelimit-remaining-tokens"] == b"6"
+    assert dict((await limiter.admit(k))[0])[b"x-ratelimit-remaining-tokens"] == b"6"
     await limiter.charge_tokens(k, 50)  # more than is left: the budget is spent, not refused
     with pytest.raises(RateLimited, match="tokens per minute"):
         await limiter.admit(k)
 
 
-async def test_concurrency_slots_are_taken_and_given_back():
+async def test_concurrency_leases_are_taken_and_given_back():
     limiter, k = RateLimiter(), key(max_concurrent=2)
+    _, release_first = await limiter.admit(k)
     await limiter.admit(k)
-    await limiter.admit(k)
-    with pytest.raises(RateLimited, match="concurrent"):
+    with pytest.raises(RateLimited, match="concurrent") as info:
         await limiter.admit(k)
-    await limiter.release(k)
+    assert info.value.kind == "concurrent"
+    await release_first()
+    await release_first()  # giving back twice frees one lease, not someone else's
     await limiter.admit(k)  # a slot is free again
+    assert await limiter.leases.held(k.name) == 2
 
 
-async def test_a_refused_request_gives_its_slot_back():
+async def test_a_refused_request_gives_its_lease_back():
     limiter, k = RateLimiter(), key(max_concurrent=1, requests_per_minute=1)
-    await limiter.admit(k)
-    await limiter.release(k)
+    _, release = await limiter.admit(k)
+    await release()
     with pytest.raises(RateLimited, match="requests per minute"):
         await limiter.admit(k)
-    assert await limiter.storage.get(limiter._slot(k)) == 0
+    assert await limiter.leases.held(k.name) == 0
+
+
+async def test_an_expired_lease_frees_its_slot_alone():
+    limiter, k = RateLimiter(lease_ttl_s=0.05), key(max_concurrent=1)
+    await limiter.admit(k)  # never released: a replica that died mid-request
+    with pytest.raises(RateLimited):
+        await limiter.admit(k)
+    await asyncio.sleep(0.1)
+    await limiter.admit(k)
+
+
+async def test_tokens_over_the_budget_are_all_counted():
+    limiter, k = RateLimiter(), key(tokens_per_minute=10)
+    await limiter.charge_tokens(k, 25)
+    await limiter.charge_tokens(key("other", tokens_per_minute=10), 3)
+    stats = await limiter.windows["tokens"].get_window_stats(RateLimitItemPerMinute(10), "modelgate", "tokens", "k")
+    assert stats.remaining == 0
+    assert await limiter.storage.get(RateLimitItemPerMinute(10).key_for("modelgate", "tokens", "k")) == 25
 
 
 async def test_unlimited_keys_get_no_headers():
     limiter = RateLimiter()
-    assert await limiter.admit(key()) == []
+    headers, _ = await limiter.admit(key())
+    assert headers == []
     assert await limiter.headers(key()) == []
 
 
@@ -70,7 +95,6 @@ async def test_unreachable_redis_admits_unlimited_with_an_error_log(caplog):
 
     limiter = RateLimiter(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
     k = key(requests_per_minute=1, tokens_per_minute=5, max_concurrent=1)
-    assert await limiter.admit(k) == [] and await limiter.admit(k) == []
+    assert (await limiter.admit(k))[0] == [] and (await limiter.admit(k))[0] == []
     await limiter.charge_tokens(k, 3)
-    await limiter.release(k)
     assert "rate limit storage failed" in caplog.text
