@@ -99,6 +99,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
             yield
         finally:
             await app.state.services.limiter.close()
+            if app.state.services.chat.images is not None:
+                app.state.services.chat.images.close()  # its decode threads
             if owned:
                 await client.close()
 

@@ -1,12 +1,19 @@
 """Images of chat messages (`image_url` content parts) as checked bytes: data URIs, or fetched over http(s).
 
 Fetching a URL the caller chose is a server-side request forgery risk, so: only http and https; the host is
-resolved here and *every* address it resolves to must be public (private, loopback, link-local, shared,
-reserved, multicast and unspecified addresses are refused) unless the allowlist setting names it; the
-connection goes to the address that was checked (the hostname travels in the Host header and TLS SNI, so a
-second DNS answer cannot swap it); redirects are followed by hand, each hop checked the same way; the body
-is capped while it streams in, the whole fetch has a deadline, the content type must be `image/*` and the
-bytes must decode with Pillow. Every refusal is a 400 whose code and message say which check failed.
+resolved here and *every* address it resolves to must be globally reachable unicast (private, loopback,
+link-local, shared, documentation, reserved, multicast and unspecified addresses are refused, and so is every
+IPv6 form that carries an IPv4 address: NAT64, 6to4, Teredo, IPv4-compatible, -mapped and -translated) unless
+the allowlist setting names it; the connection goes to the address that was checked (the hostname travels in
+the Host header and TLS SNI, so a second DNS answer cannot swap it); redirects are followed by hand, each hop
+checked the same way; the body is capped while it streams in, the whole fetch has a deadline and the content
+type must be `image/*`.
+
+Decoding is the other cost a caller controls, so only PNG, JPEG, WebP, GIF (its first frame) and BMP are
+opened (Pillow would open EPS through Ghostscript, and dozens of other formats); each image's size is read
+from its header, and one request's images together must fit a pixel budget, before any pixel is decoded;
+decoding runs in a small thread pool of the fetcher's own. Every refusal is a 400 whose code and message say
+which check failed, and whose `param` names the image.
 """
 
 from __future__ import annotations
@@ -18,13 +25,13 @@ import io
 import ipaddress
 import logging
 import socket
-import warnings
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
 import httpx
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from frontend.errors import InvalidRequest
 
@@ -48,9 +55,15 @@ class ImageFetchFailed(InvalidRequest):
 
 
 class InvalidImage(InvalidRequest):
-    """The bytes are not an image Pillow can decode."""
+    """The bytes are not an image of an accepted format that decodes."""
 
     code = "invalid_image"
+
+
+class ImagePixelsExceeded(InvalidImage):
+    """An image, or one request's images together, have more pixels than the limits allow."""
+
+    code = "image_pixels_exceeded"
 
 
 @dataclass(frozen=True)
@@ -77,11 +90,42 @@ class AllowEntry:
         return address in self.network and (self.port is None or self.port == port)
 
 
+def _networks(*cidrs: str) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(cidr) for cidr in cidrs)
+
+
+# IPv6 addresses that carry an IPv4 address and reach it through a translator, a tunnel or the host's own
+# stack. Refused whatever they embed (decoding each form is where guards go wrong); allowlist one to use it.
+EMBEDDED_IPV4 = {
+    "IPv4-mapped": _networks("::ffff:0:0/96"),
+    "IPv4-compatible": _networks("::/96"),
+    "IPv4-translated": _networks("::ffff:0:0:0/96"),
+    "NAT64": _networks("64:ff9b::/96", "64:ff9b:1::/48"),
+    "6to4": _networks("2002::/16"),
+    "Teredo": _networks("2001::/32"),
+}
+# Not globally reachable, whether or not this Python's `is_global` knows it yet (3.11's does not know all):
+# IETF protocol assignments (Teredo, benchmarking, ORCHID, anycast services), documentation, the 6to4 relay
+# anycast, deprecated site-local addresses.
+NOT_GLOBAL = _networks("2001::/23", "2001:db8::/32", "3fff::/20", "fec0::/10", "192.88.99.0/24")
+GLOBAL_UNICAST_V6 = ipaddress.ip_network("2000::/3")  # everything outside it is reserved or special
+
+
+def refusal(address: Address) -> str | None:
+    """Why a fetch may not connect to this address by default, or None when it is public."""
+    if address.version == 6:
+        for name, networks in EMBEDDED_IPV4.items():
+            if any(address in network for network in networks):
+                return f"in the {name} range (an IPv6 address that carries an IPv4 address)"
+        if address not in GLOBAL_UNICAST_V6:
+            return "outside IPv6 global unicast (2000::/3)"
+    if not address.is_global or address.is_multicast or any(address in n for n in NOT_GLOBAL):
+        return "a private, loopback, link-local, reserved or otherwise non-public address"
+    return None
+
+
 def is_public(address: Address) -> bool:
-    mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:  # ::ffff:127.0.0.1 is 127.0.0.1
-        address = mapped
-    return address.is_global and not address.is_multicast
+    return refusal(address) is None
 
 
 class AddressGuard:
@@ -90,8 +134,14 @@ class AddressGuard:
     def __init__(self, allowlist: Iterable[str] = ()):
         self.allowlist = [AllowEntry.parse(entry) for entry in allowlist if entry.strip()]
 
+    def refusal(self, address: Address, port: int) -> str | None:
+        """Why this address may not be fetched from, or None when it is public or allowlisted."""
+        if any(entry.allows(address, port) for entry in self.allowlist):
+            return None
+        return refusal(address)
+
     def allowed(self, address: Address, port: int) -> bool:
-        return is_public(address) or any(entry.allows(address, port) for entry in self.allowlist)
+        return self.refusal(address, port) is None
 
     async def resolve(self, host: str, port: int) -> Address:
         """The address to connect to; every address the host resolves to must be allowed."""
@@ -107,10 +157,13 @@ class AddressGuard:
             except (socket.gaierror, UnicodeError) as exc:
                 raise ImageFetchFailed(f"image URL host `{host}` does not resolve: {exc}") from exc
             addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
-        refused = [a for a in addresses if not self.allowed(a, port)]
-        if refused or not addresses:
-            raise ImageURLRefused(f"image URL host `{host}` resolves to {refused[0] if refused else 'nothing'}, "
-                                  "a private, loopback, link-local or otherwise non-public address; refused")
+        if not addresses:
+            raise ImageURLRefused(f"image URL host `{host}` resolves to nothing")
+        for address in addresses:
+            reason = self.refusal(address, port)
+            if reason is not None:
+                raise ImageURLRefused(f"image URL host `{host}` resolves to {address}, {reason}; refused "
+                                      "(the image_url_allowlist setting can name it)")
         return addresses[0]
 
 
@@ -119,35 +172,74 @@ class FetchLimits:
     max_bytes: int = 20 * 1024 * 1024
     timeout_s: float = 10.0
     max_redirects: int = 3
-    max_pixels: int = 50_000_000
+    max_pixels: int = 50_000_000  # one image
+    max_request_pixels: int = 32_000_000  # one request's images together
 
 
 class ImageFetcher:
-    """`load(url)` -> image bytes, from a data URI or an http(s) URL, checked as the module says."""
+    """`load_all(parts)` -> one request's images as bytes, from data URIs or http(s) URLs, checked as the
+    module says. Owns the thread pool that reads and decodes images: `close()` it with the app."""
 
-    def __init__(self, guard: AddressGuard, limits: FetchLimits = FetchLimits(),
+    def __init__(self, guard: AddressGuard, limits: FetchLimits = FetchLimits(), decode_workers: int = 2,
                  transport: httpx.AsyncBaseTransport | None = None):
         self.guard = guard
         self.limits = limits
         self._transport = transport  # tests only
+        # Shared by every request, so that image decoding takes at most this many cores whatever comes in.
+        self._pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="image-decode")
 
     @classmethod
     def from_settings(cls, settings) -> ImageFetcher:
         return cls(AddressGuard(settings.image_url_allowlist),
                    FetchLimits(settings.image_max_bytes, settings.image_fetch_timeout_s,
-                               settings.image_fetch_max_redirects, settings.image_max_pixels))
+                               settings.image_fetch_max_redirects, settings.image_max_pixels,
+                               settings.image_max_request_pixels),
+                   decode_workers=settings.image_decode_workers)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def load_all(self, parts: Sequence[tuple[str | None, str]]) -> list[bytes]:
+        """The images of one request, `parts` being (param, url) pairs, as bytes in the same order.
+
+        Fetched concurrently and each header read; then the request's pixel budget is checked; only then
+        are the images decoded, in the pool. The first refusal cancels the rest (queued decodes included).
+        """
+        sized = await _first_failure_cancels(self._fetch_and_measure(url, param) for param, url in parts)
+        total = sum(pixels for _, pixels in sized)
+        if total > self.limits.max_request_pixels:
+            running = 0
+            for (param, _), (_, pixels) in zip(parts, sized):
+                running += pixels
+                if running > self.limits.max_request_pixels:  # the image that goes over names the error
+                    raise ImagePixelsExceeded(
+                        f"the request's images have {total} pixels together (width x height, all images), "
+                        f"over the {self.limits.max_request_pixels} pixel budget of one request", param=param)
+        await _first_failure_cancels(self._in_pool(param, decode_image, data)
+                                     for (param, _), (data, _) in zip(parts, sized))
+        return [data for data, _ in sized]
 
     async def load(self, url: str, param: str | None = None) -> bytes:
+        """One image, as a request of one image."""
+        return (await self.load_all([(param, url)]))[0]
+
+    async def _fetch_and_measure(self, url: str, param: str | None) -> tuple[bytes, int]:
         try:
             if url.startswith("data:"):
                 data = decode_data_uri(url, self.limits.max_bytes)
             else:
                 data = await self.fetch(url)
-            await asyncio.to_thread(check_image, data, self.limits.max_pixels)
         except InvalidRequest as exc:
             exc.param = exc.param or param
             raise
-        return data
+        return data, await self._in_pool(param, image_pixels, data, self.limits.max_pixels)
+
+    async def _in_pool(self, param: str | None, function, *args):
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
+        except InvalidRequest as exc:
+            exc.param = exc.param or param
+            raise
 
     async def fetch(self, url: str) -> bytes:
         try:
@@ -235,16 +327,47 @@ def decode_data_uri(url: str, max_bytes: int) -> bytes:
     return unquote_to_bytes(payload)
 
 
-def check_image(data: bytes, max_pixels: int) -> None:
-    """Raise InvalidImage unless Pillow decodes the bytes (size checked before the pixels are decoded)."""
+async def _first_failure_cancels(awaitables: Iterable[Awaitable]) -> list:
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                if image.width * image.height > max_pixels:
-                    raise InvalidImage(f"the image has {image.width}x{image.height} pixels, over {max_pixels}")
-                image.load()
-    except InvalidImage:
-        raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+# Pillow's names. GIF: Pillow loads the first frame unless asked for another, and so does the LLaVA model.
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+def _open(data: bytes) -> Image.Image:
+    """The image with its header read and no pixel decoded; only the accepted formats are tried."""
+    try:
+        return Image.open(io.BytesIO(data), formats=FORMATS)
+    except Image.DecompressionBombError as exc:  # Pillow's own ceiling (2 x MAX_IMAGE_PIXELS), from the size
+        raise ImagePixelsExceeded(f"the image has too many pixels: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        message = "the image cannot be decoded as PNG, JPEG, WebP, GIF or BMP, the formats accepted"
+        raise InvalidImage(message) from exc
+    except ERRORS as exc:
         raise InvalidImage(f"the image cannot be decoded: {exc}") from exc
+
+
+def image_pixels(data: bytes, max_pixels: int) -> int:
+    """Width x height from the image's header, refused over `max_pixels`; nothing is decoded."""
+    with _open(data) as image:
+        width, height = image.size
+    if width * height > max_pixels:
+        raise ImagePixelsExceeded(f"the image has {width}x{height} pixels, over the {max_pixels} pixel limit "
+                                  "of one image")
+    return width * height
+
+
+def decode_image(data: bytes) -> None:
+    """Raise InvalidImage unless the image decodes (its first frame, for an animation)."""
+    with _open(data) as image:
+        try:
+            image.load()
+        except ERRORS as exc:
+            raise InvalidImage(f"the image cannot be decoded: {exc}") from exc

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -111,12 +110,7 @@ class ChatService:
                                  param="messages", code="too_many_images")
         if parts and self.images is None:
             raise InvalidRequest("this server does not accept images", param=parts[0][0])
-        fetches = [asyncio.ensure_future(self.images.load(url.url, param)) for param, url in parts]
-        try:
-            return list(await asyncio.gather(*fetches))
-        finally:  # the first refusal ends the request: stop the other fetches
-            for fetch in fetches:
-                fetch.cancel()
+        return await self.images.load_all([(param, url.url) for param, url in parts])
 
     async def create(self, request: ChatCompletionRequest, ctx: RequestContext,
                      is_disconnected: Callable[[], Awaitable[bool]]) -> dict | AsyncIterator[dict]:

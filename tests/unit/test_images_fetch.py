@@ -1,4 +1,4 @@
-"""The image URL guard and fetcher: address checks, allowlist, redirects, limits, content checks.
+"""The image URL guard and fetcher: address checks, allowlist, redirects, limits, formats, pixel budget.
 
 HTTP cases run against a real server on a loopback port of this machine (allowlisted where a test needs it).
 """
@@ -8,8 +8,10 @@ from __future__ import annotations
 import base64
 import io
 import ipaddress
+import struct
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
@@ -22,11 +24,14 @@ from frontend.images_fetch import (
     FetchLimits,
     ImageFetcher,
     ImageFetchFailed,
+    ImagePixelsExceeded,
     ImageURLRefused,
     InvalidImage,
     decode_data_uri,
     is_public,
+    refusal,
 )
+from frontend.settings import Settings
 
 
 def png_bytes(size=(8, 6)) -> bytes:
@@ -102,16 +107,56 @@ def fetcher(port: int | None, **limits) -> ImageFetcher:
     return ImageFetcher(AddressGuard(allow), FetchLimits(**{"max_bytes": 4096, "timeout_s": 5.0, **limits}))
 
 
-@pytest.mark.parametrize("address", ["10.1.2.3", "172.16.0.1", "192.168.1.1", "127.0.0.1", "169.254.169.254",
-                                     "100.64.0.1", "0.0.0.0", "224.0.0.1", "255.255.255.255", "::1", "fe80::1",
-                                     "fc00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::"])
+# One case per range; the addresses that embed IPv4 are refused whatever IPv4 address they carry.
+NON_PUBLIC = {
+    "private 10/8": "10.1.2.3", "private 172.16/12": "172.16.0.1", "private 192.168/16": "192.168.1.1",
+    "loopback": "127.0.0.1", "link-local (cloud metadata)": "169.254.169.254",
+    "shared 100.64/10": "100.64.0.1",
+    "this network": "0.0.0.0", "multicast": "224.0.0.1", "broadcast": "255.255.255.255",
+    "IETF protocol 192.0.0/24": "192.0.0.1", "documentation 192.0.2/24": "192.0.2.1",
+    "benchmarking 198.18/15": "198.18.0.1", "documentation 198.51.100/24": "198.51.100.1",
+    "documentation 203.0.113/24": "203.0.113.1", "reserved 240/4": "240.0.0.1",
+    "6to4 relay anycast 192.88.99/24": "192.88.99.1",
+    "v6 loopback": "::1", "v6 unspecified": "::", "v6 link-local": "fe80::1", "v6 unique local": "fc00::1",
+    "v6 unique local fd": "fd12:3456::1", "v6 site-local (deprecated)": "fec0::1", "v6 multicast": "ff0e::1",
+    "v6 discard-only": "100::1", "v6 documentation 2001:db8": "2001:db8::1",
+    "v6 documentation 3fff": "3fff::1",
+    "v6 benchmarking": "2001:2::1", "v6 ORCHIDv2": "2001:20::1", "v6 SRv6 SIDs": "5f00::1",
+    "v6 unassigned": "4000::1",
+    "IPv4-mapped loopback": "::ffff:127.0.0.1", "IPv4-mapped private": "::ffff:10.0.0.1",
+    "IPv4-mapped public": "::ffff:8.8.8.8",
+    "IPv4-compatible loopback": "::7f00:1", "IPv4-compatible public": "::808:808",
+    "IPv4-translated": "::ffff:0:a00:1",
+    "NAT64 private": "64:ff9b::a00:1", "NAT64 public": "64:ff9b::808:808",
+    "NAT64 local-use": "64:ff9b:1::a00:1",
+    "6to4 private": "2002:a00:1::", "6to4 public": "2002:808:808::1",
+    "Teredo": "2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo short": "2001::1",
+}
+
+
+@pytest.mark.parametrize("address", NON_PUBLIC.values(), ids=NON_PUBLIC.keys())
 def test_non_public_addresses(address):
     assert not is_public(ipaddress.ip_address(address))
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"])
+@pytest.mark.parametrize(("address", "name"), [
+    ("64:ff9b::a00:1", "NAT64"), ("64:ff9b:1::a00:1", "NAT64"), ("::7f00:1", "IPv4-compatible"),
+    ("2002:a00:1::", "6to4"), ("2001::a00:1", "Teredo"), ("::ffff:127.0.0.1", "IPv4-mapped"),
+])
+def test_the_refusal_names_the_transition_range(address, name):
+    assert f"in the {name} range" in refusal(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "93.184.216.34", "2606:4700:4700::1111",
+                                     "2001:4860:4860::8888", "2a00:1450:4001::1"])
 def test_public_addresses(address):
     assert is_public(ipaddress.ip_address(address))
+
+
+def test_the_allowlist_can_name_a_transition_range():
+    nat64 = ipaddress.ip_address("64:ff9b::a00:1")
+    assert not AddressGuard().allowed(nat64, 80)
+    assert AddressGuard(["64:ff9b::/96"]).allowed(nat64, 80)
 
 
 @pytest.mark.parametrize(("entry", "address", "port", "allowed"), [
@@ -192,12 +237,6 @@ async def test_data_uris():
         await fetcher(None, max_bytes=10).load(uri)
 
 
-async def test_too_many_pixels():
-    uri = "data:image/png;base64," + base64.b64encode(png_bytes((100, 100))).decode()
-    with pytest.raises(InvalidImage, match="100x100 pixels"):
-        await fetcher(None, max_pixels=5000).load(uri)
-
-
 async def test_a_hostname_connects_to_the_checked_address_and_keeps_its_name(server):
     import socket
 
@@ -268,3 +307,131 @@ async def test_one_private_address_among_public_ones_refuses_the_host(monkeypatc
     fake_dns(monkeypatch, {"mixed.test": ["93.184.216.34", "10.0.0.7"]})
     with pytest.raises(ImageURLRefused, match="resolves to 10.0.0.7"):
         await fetcher(None).load("http://mixed.test/cat.png")
+
+
+@pytest.mark.parametrize("answer", ["64:ff9b::7f00:1", "2002:7f00:1::1", "::7f00:1", "2001::7f00:1"])
+async def test_a_name_resolving_to_an_address_that_embeds_ipv4_is_refused(monkeypatch, answer):
+    fake_dns(monkeypatch, {"tunnel.test": [answer]})
+    with pytest.raises(ImageURLRefused, match=f"resolves to {answer}, in the .* range"):
+        await AddressGuard().resolve("tunnel.test", 80)
+
+
+def encoded(format: str, size=(8, 6), **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (10, 200, 10)).save(buffer, format=format, **options)
+    return buffer.getvalue()
+
+
+def uri(data: bytes, media_type: str = "image/png") -> str:
+    return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
+
+
+@pytest.mark.parametrize("format", ["PNG", "JPEG", "WEBP", "GIF", "BMP"])
+async def test_accepted_formats(format):
+    data = encoded(format)
+    assert await fetcher(None).load(uri(data)) == data
+
+
+@pytest.mark.parametrize("format", ["EPS", "TIFF", "ICO", "PPM", "TGA", "PCX", "SGI"])
+async def test_other_formats_are_refused_unopened(format):
+    with pytest.raises(InvalidImage, match="cannot be decoded as PNG, JPEG, WebP, GIF or BMP") as caught:
+        await fetcher(None).load(uri(encoded(format)), param="messages[0].content[0].image_url")
+    assert caught.value.code == "invalid_image" and caught.value.param == "messages[0].content[0].image_url"
+
+
+async def test_an_animated_gif_is_accepted_whole():
+    frames = [Image.new("RGB", (8, 6), color) for color in ("red", "green", "blue")]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=50)
+    assert Image.open(io.BytesIO(buffer.getvalue())).n_frames == 3
+    assert await fetcher(None).load(uri(buffer.getvalue())) == buffer.getvalue()  # bytes pass on unchanged
+
+
+def grey_png(width: int, height: int, rows: bytes | None = None) -> bytes:
+    """A greyscale PNG of zeros, built with zlib (small on the wire at any size); `rows` replaces its data."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    if rows is None:
+        rows = zlib.compress(b"\0" * ((width + 1) * height), 9)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+async def test_too_many_pixels_in_one_image():
+    with pytest.raises(ImagePixelsExceeded, match="100x100 pixels, over the 5000 pixel limit") as caught:
+        await fetcher(None, max_pixels=5000).load(uri(png_bytes((100, 100))), param="p")
+    assert (caught.value.code, caught.value.status, caught.value.param) == ("image_pixels_exceeded", 400, "p")
+
+
+async def test_the_request_pixel_budget_counts_every_image():
+    parts = [(f"messages[0].content[{i}].image_url", uri(png_bytes((50, 50)))) for i in range(3)]  # 2,500 px
+    assert len(await fetcher(None, max_request_pixels=7500).load_all(parts)) == 3
+    with pytest.raises(ImagePixelsExceeded, match="7500 pixels together.*over the 6000") as caught:
+        await fetcher(None, max_request_pixels=6000).load_all(parts)
+    assert caught.value.param == "messages[0].content[2].image_url"  # the image that went over
+
+
+async def test_the_budget_is_checked_from_the_headers_before_any_pixel_is_decoded():
+    damaged = uri(grey_png(100, 100, rows=b"not zlib data"))  # a sound header over undecodable data
+    with pytest.raises(InvalidImage, match="cannot be decoded"):
+        await fetcher(None).load_all([("a", damaged)])
+    with pytest.raises(ImagePixelsExceeded):  # a decode-first check would fail on the data instead
+        await fetcher(None, max_request_pixels=15_000).load_all([("a", damaged), ("b", damaged)])
+
+
+async def test_a_huge_request_is_refused_in_milliseconds():
+    huge = uri(grey_png(7000, 7000))
+    assert len(huge) < 100_000
+    start = time.perf_counter()
+    with pytest.raises(ImagePixelsExceeded, match="196000000 pixels together"):
+        await fetcher(None, max_bytes=1 << 20, max_request_pixels=32_000_000).load_all([("p", huge)] * 4)
+    assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+async def test_images_are_decoded_in_a_bounded_pool_of_the_settings_size(monkeypatch, workers):
+    import frontend.images_fetch as module
+
+    running, most, threads = 0, 0, set()
+    lock = threading.Lock()
+    real = module.decode_image
+
+    def decode(data: bytes) -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+            threads.add(threading.current_thread().name)
+        time.sleep(0.05)
+        real(data)
+        with lock:
+            running -= 1
+
+    monkeypatch.setattr(module, "decode_image", decode)
+    loader = ImageFetcher.from_settings(Settings(image_decode_workers=workers))
+    await loader.load_all([(str(i), uri(PNG)) for i in range(8)])
+    assert most == workers and all(name.startswith("image-decode") for name in threads)
+    loader.close()
+
+
+def test_from_settings_reads_the_image_limits():
+    settings = Settings(image_max_request_pixels=1234, image_max_pixels=999, image_max_bytes=77,
+                        image_url_allowlist=["10.0.0.0/8"])
+    loader = ImageFetcher.from_settings(settings)
+    limits = loader.limits
+    assert (limits.max_request_pixels, limits.max_pixels, limits.max_bytes) == (1234, 999, 77)
+    assert loader.guard.allowed(ipaddress.ip_address("10.1.1.1"), 80)
+    loader.close()
+
+
+async def test_the_first_refusal_cancels_the_other_fetches(server):
+    start = time.perf_counter()
+    with pytest.raises(InvalidImage, match="cannot be decoded") as caught:
+        await fetcher(server).load_all([("slow", f"http://127.0.0.1:{server}/slow"),
+                                        ("bad", uri(b"nope"))])
+    assert caught.value.param == "bad" and time.perf_counter() - start < 0.5
+
+
+async def test_no_images():
+    assert await fetcher(None).load_all([]) == []
