@@ -11,7 +11,7 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
-from triton_models import config_parameters
+from triton_models import config_parameters, version_file
 from triton_models.ort_runner import OrtRunner, create_session, execution_providers, thread_count
 
 
@@ -19,7 +19,8 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         filename = config.get("default_model_filename") or "model.onnx"
-        path = Path(args["model_repository"]) / args["model_version"] / filename
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        path = version_file(version_dir, filename, "default_model_filename")
         params = config_parameters(config)
         threads = thread_count(params)
         self.inputs = [i["name"] for i in config["input"]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from triton_models.llm.params import InvalidRequest, SamplingParams
+from triton_models.llm.params import CACHE_SALT, MAX_CACHE_SALT_CHARS, InvalidRequest, SamplingParams
 
 
 def test_defaults_for_missing_or_null():
@@ -22,6 +22,12 @@ def test_vllm_keys_are_parsed():
     assert SamplingParams.from_dict({"stop": ["a", "", "b"]}).stop == ("a", "b")
 
 
+def test_cache_salt_scopes_prefix_reuse_and_defaults_to_the_shared_pool():
+    assert SamplingParams.from_dict({CACHE_SALT: "key:alice"}).cache_salt == "key:alice"
+    assert SamplingParams.from_json(f'{{"{CACHE_SALT}": null}}').cache_salt is None
+    assert SamplingParams().cache_salt is None
+
+
 def test_greedy_when_temperature_zero_or_top_k_one():
     assert SamplingParams(temperature=0).greedy and SamplingParams(top_k=1).greedy
     assert not SamplingParams().greedy
@@ -35,6 +41,9 @@ def test_greedy_when_temperature_zero_or_top_k_one():
     ('{"stop": [1]}', "'stop'"),
     ('{"ignore_eos": 1}', "'ignore_eos'"),
     ('{"logprobs": 21}', "'logprobs'"),
+    ('{"cache_salt": ""}', "'cache_salt'"),
+    ('{"cache_salt": 7}', "'cache_salt'"),
+    ('{"cache_salt": "%s"}' % ("x" * (MAX_CACHE_SALT_CHARS + 1)), "'cache_salt'"),
     ("[1, 2]", "JSON object"),
     ("{oops", "not valid JSON"),
 ])

@@ -60,3 +60,25 @@ def test_disabled_or_too_long_is_not_kept():
     small = PrefixCache(5, min_prefix=2)
     small.insert(list(range(6)), kv_for(list(range(6))))
     assert len(small) == 0
+
+
+def test_a_salt_sees_only_its_own_entries():
+    cache = PrefixCache(100, min_prefix=2)
+    prompt = list(range(10))
+    cache.insert(prompt, kv_for(prompt), salt="tenant-a")
+    assert cache.lookup([*prompt, 1], salt="tenant-b") is None
+    assert cache.lookup([*prompt, 1]) is None  # the unsalted pool is a scope of its own
+    assert cache.hits == 0
+    length, _past = cache.lookup([*prompt, 1], salt="tenant-a")
+    assert length == 10 and (cache.hits, cache.hit_tokens) == (1, 10)
+
+
+def test_the_same_prompt_is_held_once_per_salt():
+    cache = PrefixCache(100, min_prefix=2)
+    cache.insert([1, 2, 3, 4], kv_for([1, 2, 3, 4]), salt="a")
+    cache.insert([1, 2, 3], kv_for([1, 2, 3]), salt="b")  # another salt's longer entry does not cover it
+    cache.insert([1, 2, 3, 4, 5], kv_for([1, 2, 3, 4, 5]), salt="b")  # covers b's own entry only
+    cache.insert([1, 2, 3, 4], lambda: pytest.fail("held under this salt"), salt="a")
+    assert len(cache) == 2 and cache.tokens_held == 9
+    assert cache.lookup([1, 2, 3, 4, 5, 6], salt="a")[0] == 4
+    assert cache.lookup([1, 2, 3, 4, 5, 6], salt="b")[0] == 5

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 
 from triton_models.llm.scheduler import Limits
 
+# Triton metric (a counter per model and version): prompt tokens the prefix cache saved from prefill.
+PREFIX_HIT_METRIC = "modelgate_llm_prefix_cache_hit_tokens_total"
+
 
 @dataclass(frozen=True)
 class EngineConfig:

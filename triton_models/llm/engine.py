@@ -12,6 +12,7 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -36,7 +37,8 @@ STATS_EVERY_S = 60.0  # the engine thread logs its throughput this often while i
 class Engine:
     """Continuous-batching generation over an OnnxDecoder. Start with `start()`, end with `stop()`."""
 
-    def __init__(self, decoder: OnnxDecoder, tokenizer: TextTokenizer, config: EngineConfig):
+    def __init__(self, decoder: OnnxDecoder, tokenizer: TextTokenizer, config: EngineConfig,
+                 on_prefix_hit: Callable[[int], None] | None = None):
         self.decoder = decoder
         self.tokenizer = tokenizer
         self.config = config
@@ -44,7 +46,7 @@ class Engine:
         self.cache = BatchCache(decoder.empty_past(1))
         self.running: list[Sequence] = []  # row order of self.cache
         self.prefilling: list[PrefillJob] = []  # long prompts, a chunk per iteration, oldest first
-        self.prefix_cache = PrefixCache(config.prefix_cache_tokens)
+        self.prefix_cache = PrefixCache(config.prefix_cache_tokens, on_hit=on_prefix_hit)
         self.stats = EngineStats()
         self._lock = threading.Condition()
         self._stopping = False
@@ -176,14 +178,14 @@ class Engine:
         """A prefill job starting after the longest cached prefix of the sequence's tokens, if any."""
         if seq.request.prompt_embeds is not None:  # image features hide behind placeholder token ids
             return None
-        hit = self.prefix_cache.lookup(seq.tokens)
+        hit = self.prefix_cache.lookup(seq.tokens, seq.request.params.cache_salt)
         return PrefillJob(seq, done=hit[0], past=hit[1]) if hit is not None else None
 
     def _remember(self, seq: Sequence, kv, length: int | None = None) -> None:
         """Offer the KV of a sequence's first `length` tokens (default: all; `kv` a callable, so copies happen
-        only when kept) to the prefix cache."""
+        only when kept) to the prefix cache, under the request's cache salt."""
         if seq.request.prompt_embeds is None:
-            self.prefix_cache.insert(seq.tokens[:length], kv)
+            self.prefix_cache.insert(seq.tokens[:length], kv, seq.request.params.cache_salt)
 
     def _prefill_chunk(self) -> None:
         """The next chunk of the oldest long prompt; once complete it joins the batch."""

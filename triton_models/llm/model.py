@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from triton_models import config_parameters
+from triton_models import config_parameters, version_file
+from triton_models.llm.config import PREFIX_HIT_METRIC
 from triton_models.llm.decoder import OnnxDecoder
 from triton_models.llm.engine import Engine, EngineConfig
 from triton_models.llm.params import InvalidRequest, SamplingParams
@@ -68,7 +69,7 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException("this model must be decoupled: model_transaction_policy")
         params = config_parameters(model_config)
         version_dir = Path(args["model_repository"]) / args["model_version"]
-        model_file = version_dir / (params.get("model_file") or DEFAULT_MODEL_FILE)
+        model_file = version_file(version_dir, params.get("model_file") or DEFAULT_MODEL_FILE, "model_file")
         if not params.get("model_file") and not model_file.exists():
             model_file = version_dir / FALLBACK_MODEL_FILE
         config = EngineConfig.from_parameters(params, DEFAULT_CONTEXT_LENGTH)
@@ -76,12 +77,15 @@ class TritonPythonModel:
         tokenizer = TextTokenizer(version_dir, params.get("eos_token"), params.get("bos_token"))
         # A decoder taking inputs_embeds (vision-language models) comes with its token-embedding table.
         embeddings_file = params.get("embeddings_file")
-        embeddings = np.load(version_dir / embeddings_file) if embeddings_file else None
+        if embeddings_file:
+            embeddings = np.load(version_file(version_dir, embeddings_file, "embeddings_file"))
+        else:
+            embeddings = None
         # Decode steps run back to back, so the pool's threads spin between nodes like llama.cpp's (default on).
         spin = spinning(params, default=True)
         decoder = OnnxDecoder(model_file, threads, embeddings=embeddings, providers=execution_providers(params),
                               spin=spin)
-        self.engine = Engine(decoder, tokenizer, config).start()
+        self.engine = Engine(decoder, tokenizer, config, on_prefix_hit=_PrefixHitCounter(args)).start()
         self.logger.log_info(
             f"{args['model_name']}: {model_file.name}, {decoder.shape.num_layers} layers, {config}, "
             f"{threads or 'default'} threads{' (spinning)' if spin else ''}, {decoder.session.get_providers()[0]}"
@@ -181,6 +185,20 @@ def _forward_engine_logs() -> None:
         engine_log.addHandler(_TritonLogHandler())
         engine_log.setLevel(logging.INFO)
         engine_log.propagate = False
+
+
+class _PrefixHitCounter:
+    """Prompt tokens reused from the prefix cache, on Triton's metrics endpoint per model and version: how
+    operators see the cache work, and how tests see which requests shared a prefix without timing them."""
+
+    def __init__(self, args):
+        self.family = pb_utils.MetricFamily(  # held here: a collected family takes its metrics with it
+            name=PREFIX_HIT_METRIC, kind=pb_utils.MetricFamily.COUNTER,
+            description="Prompt tokens taken from the LLM prefix cache instead of prefilled")
+        self.metric = self.family.Metric(labels={"model": args["model_name"], "version": args["model_version"]})
+
+    def __call__(self, tokens: int) -> None:
+        self.metric.increment(tokens)
 
 
 def _scalar(request, name: str, default=None):

@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 
 MAX_LOGPROBS = 20  # OpenAI's top_logprobs limit
 MAX_N = 16
+# The key (vLLM's name) that scopes prefix-cache reuse: requests share cached prompt KV only when their
+# salts are equal; without one a request uses the unsalted pool.
+CACHE_SALT = "cache_salt"
+MAX_CACHE_SALT_CHARS = 256
 
 
 class InvalidRequest(ValueError):
@@ -29,6 +33,7 @@ class SamplingParams:
     ignore_eos: bool = False
     n: int = 1
     stop_token_ids: tuple[int, ...] = field(default=())
+    cache_salt: str | None = None  # CACHE_SALT: the prefix-cache scope (None: the shared, unsalted pool)
 
     @property
     def greedy(self) -> bool:
@@ -113,6 +118,15 @@ def _token_ids(value) -> tuple[int, ...]:
     return tuple(_integer(0)(v) for v in value)
 
 
+def _cache_salt(value) -> str:
+    # Non-empty, as vLLM requires: an empty salt would silently mean "shared" to one reader and not another.
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {value!r}")
+    if not 0 < len(value) <= MAX_CACHE_SALT_CHARS:
+        raise ValueError(f"must be a non-empty string of at most {MAX_CACHE_SALT_CHARS} characters")
+    return value
+
+
 def _bool(value) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"expected true or false, got {value!r}")
@@ -132,4 +146,5 @@ _PARSERS = {
     "ignore_eos": _bool,
     "n": _integer(1, MAX_N),
     "stop_token_ids": _token_ids,
+    CACHE_SALT: _cache_salt,
 }
