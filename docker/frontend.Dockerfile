@@ -10,12 +10,16 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY pyproject.toml ./
 COPY frontend/ frontend/
+# The typed contract shared with the Triton models (limits, capabilities, override allow-list): stdlib only.
+COPY triton_models/__init__.py triton_models/contract.py triton_models/
 RUN pip install --no-cache-dir .
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin modelgate
 COPY --from=build /opt/venv /opt/venv
 COPY docker/healthcheck.py /opt/modelgate/healthcheck.py
+# The container's port must listen on every address (the setting's default is loopback); compose and the
+# chart set MODELGATE_HOST as well.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

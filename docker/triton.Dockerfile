@@ -27,5 +27,8 @@ EXPOSE 8000 8001 8002
 USER 1000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10m --retries=3 \
     CMD ["python3", "/opt/modelgate/healthcheck.py", "http://127.0.0.1:8000/v2/health/ready"]
+# compose.yaml and the chart run these flags plus --grpc-restricted-protocol / --http-restricted-api with
+# their secret (model control only for the frontend). Run bare, the image leaves model control open: keep its
+# ports on a private network.
 CMD ["tritonserver", "--model-repository=/models", "--model-control-mode=explicit", "--load-model=*", \
      "--cache-config=local,size=268435456"]

@@ -92,7 +92,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     async def lifespan(app: FastAPI):
         owned = backend is None
         client = backend or TritonBackend(settings.triton_grpc_url, settings.request_timeout_s,
-                                          settings.triton_lb_policy)
+                                          settings.triton_lb_policy,
+                                          api_secret=settings.triton_api_secret.get_secret_value())
         app.state.services = Services.build(settings, client)
         log.info("frontend ready; Triton at %s", settings.triton_grpc_url)
         try:

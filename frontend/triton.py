@@ -19,6 +19,12 @@ from frontend.errors import APIError, ServiceUnavailable, from_triton
 
 log = logging.getLogger(__name__)
 
+# The key whose value unlocks Triton's restricted protocols (model repository, model config, ...): the
+# launcher, compose.yaml and the chart start Triton with `...:<TRITON_API_HEADER>=<secret>`. Over HTTP it
+# is the header itself; over gRPC Triton expects it as metadata with its own prefix (seen on 2.51).
+TRITON_API_HEADER = "modelgate-triton-key"
+TRITON_GRPC_API_METADATA = f"triton-grpc-protocol-{TRITON_API_HEADER}"
+
 Tensors = dict[str, np.ndarray]
 
 
@@ -48,11 +54,16 @@ def _outputs(result, names: list[str]) -> Tensors:
 
 
 class TritonBackend:
-    """Triton over gRPC. Every call has a deadline; failures become frontend.errors.APIError."""
+    """Triton over gRPC. Every call has a deadline; failures become frontend.errors.APIError.
 
-    def __init__(self, url: str, timeout_s: float, lb_policy: str = "round_robin"):
+    `api_secret` (Settings.triton_api_secret) goes with every call as TRITON_GRPC_API_METADATA: Triton
+    refuses its restricted protocols without it and ignores it elsewhere.
+    """
+
+    def __init__(self, url: str, timeout_s: float, lb_policy: str = "round_robin", api_secret: str = ""):
         self.url = url
         self.timeout_s = timeout_s
+        self._headers = {TRITON_GRPC_API_METADATA: api_secret} if api_secret else None
         channel_args = [
             ("grpc.max_send_message_length", 2**31 - 1),
             ("grpc.max_receive_message_length", 2**31 - 1),
@@ -70,22 +81,26 @@ class TritonBackend:
 
     async def server_ready(self) -> bool:
         try:
-            return bool(await self._call(self._client.is_server_ready(client_timeout=5)))
+            ready = self._client.is_server_ready(headers=self._headers, client_timeout=5)
+            return bool(await self._call(ready))
         except APIError:
             return False
 
     async def repository_index(self) -> list[dict]:
-        index = await self._call(self._client.get_model_repository_index(as_json=True, client_timeout=10))
+        index = await self._call(self._client.get_model_repository_index(
+            headers=self._headers, as_json=True, client_timeout=10))
         return index.get("models", [])
 
     async def model_config(self, name: str) -> dict:
-        config = await self._call(self._client.get_model_config(name, as_json=True, client_timeout=10))
+        config = await self._call(self._client.get_model_config(
+            name, headers=self._headers, as_json=True, client_timeout=10))
         return config["config"]
 
     async def infer(self, model: str, inputs: Tensors, outputs: list[str], request_id: str = "") -> Tensors:
         requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
         result = await self._call(self._client.infer(
-            model, _infer_inputs(inputs), outputs=requested, request_id=request_id, client_timeout=self.timeout_s,
+            model, _infer_inputs(inputs), outputs=requested, request_id=request_id, headers=self._headers,
+            client_timeout=self.timeout_s,
         ))
         return _outputs(result, outputs)
 
@@ -97,7 +112,8 @@ class TritonBackend:
             yield {"model_name": model, "inputs": _infer_inputs(inputs), "request_id": request_id,
                    "outputs": [grpcclient.InferRequestedOutput(name) for name in outputs]}
 
-        responses = self._client.stream_infer(requests(), stream_timeout=self.timeout_s)
+        responses = self._client.stream_infer(requests(), stream_timeout=self.timeout_s,
+                                              headers=self._headers)
         try:
             async for result, error in responses:
                 if error is not None:
@@ -112,10 +128,12 @@ class TritonBackend:
         import json  # noqa: PLC0415
 
         await self._call(self._client.load_model(
-            name, config=json.dumps(config) if config else None, client_timeout=self.timeout_s))
+            name, headers=self._headers, config=json.dumps(config) if config else None,
+            client_timeout=self.timeout_s))
 
     async def unload_model(self, name: str, unload_dependents: bool = False) -> None:
-        await self._call(self._client.unload_model(name, unload_dependents=unload_dependents, client_timeout=30))
+        await self._call(self._client.unload_model(
+            name, headers=self._headers, unload_dependents=unload_dependents, client_timeout=30))
 
     async def close(self) -> None:
         await self._client.close()

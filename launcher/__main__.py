@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import secrets
 import sys
 from pathlib import Path
 
 from launcher.repository import model_names, served_models
-from launcher.triton import LaunchError, TritonServer
+from launcher.triton import LOOPBACK, RESTRICTED_PROTOCOLS, LaunchError, TritonServer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,33 +18,56 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="start Triton (explicit model control) and the frontend")
     serve.add_argument("--repository", type=Path, default=Path("model_repository"))
     serve.add_argument("--models", help="comma-separated models to load (default: every model in the repository)")
-    serve.add_argument("--host", default=None, help="frontend host (default: MODELGATE_HOST or 0.0.0.0)")
+    serve.add_argument("--host", default=None, help="frontend host (default: MODELGATE_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="frontend port (default: MODELGATE_PORT or 8000)")
     serve.add_argument("--triton-grpc-port", type=int, default=8001)
     serve.add_argument("--triton-http-port", type=int, default=8081)
     serve.add_argument("--triton-metrics-port", type=int, default=8002)
+    serve.add_argument("--triton-address", default=LOOPBACK,
+                       help="address of Triton's HTTP, gRPC and metrics ports (default: loopback only; "
+                            "0.0.0.0 opens them to the network)")
+    serve.add_argument("--triton-api-secret", default=None,
+                       help=f"header value that unlocks Triton's {', '.join(RESTRICTED_PROTOCOLS)} protocols "
+                            "(default: MODELGATE_TRITON_API_SECRET, else a random one per run)")
     return parser
+
+
+def prepare(args: argparse.Namespace):
+    """The Triton to start and the frontend's settings, sharing one Triton API secret (given or random)."""
+    from pydantic import SecretStr  # noqa: PLC0415
+
+    from frontend.settings import Settings  # noqa: PLC0415
+
+    models = args.models.split(",") if args.models else model_names(args.repository)
+    if not models:
+        raise LaunchError(f"no models in {args.repository}: run `make export`")
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
+    served = [m for m in served_models(args.repository) if m in models]
+    settings = Settings(required_models=served, **overrides)  # MODELGATE_* from the environment and .env
+    # Only the frontend (and whoever is given the secret) may load, unload or read configs through Triton.
+    given = args.triton_api_secret or settings.triton_api_secret.get_secret_value()
+    triton = TritonServer(args.repository, models, address=args.triton_address,
+                          api_secret=given or secrets.token_urlsafe(32), http_port=args.triton_http_port,
+                          grpc_port=args.triton_grpc_port, metrics_port=args.triton_metrics_port)
+    settings = settings.model_copy(update={"triton_grpc_url": triton.grpc_url,
+                                           "triton_api_secret": SecretStr(triton.api_secret)})
+    return triton, settings, bool(given)
 
 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415
 
     from frontend.app import create_app  # noqa: PLC0415
-    from frontend.settings import Settings  # noqa: PLC0415
+    from frontend.triton import TRITON_API_HEADER  # noqa: PLC0415
 
-    models = args.models.split(",") if args.models else model_names(args.repository)
-    if not models:
-        raise LaunchError(f"no models in {args.repository}: run `make export`")
-    triton = TritonServer(args.repository, models, http_port=args.triton_http_port,
-                          grpc_port=args.triton_grpc_port, metrics_port=args.triton_metrics_port)
-    overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
-    served = [m for m in served_models(args.repository) if m in models]
-    settings = Settings(triton_grpc_url=triton.grpc_url,
-                        required_models=served, **overrides)
+    triton, settings, given = prepare(args)
     with triton:
-        print(f"Triton: gRPC {triton.grpc_url}, HTTP {triton.http_url}, metrics :{triton.metrics_port}; "
-              f"models: {', '.join(models)}", flush=True)
-        print(f"OpenAI API: http://{settings.host}:{settings.port}/v1 (serving {', '.join(served)})", flush=True)
+        print(f"Triton on {triton.address}: gRPC :{triton.grpc_port}, HTTP :{triton.http_port}, "
+              f"metrics {triton.metrics_url}; models: {', '.join(triton.models)}", flush=True)
+        print(f"Triton's {', '.join(RESTRICTED_PROTOCOLS)} protocols need the {TRITON_API_HEADER} header "
+              f"({'the given secret' if given else 'a secret generated for this run'})", flush=True)
+        print(f"OpenAI API: http://{settings.host}:{settings.port}/v1 "
+              f"(serving {', '.join(settings.required_models)})", flush=True)
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
                     log_config=None)
     return 0

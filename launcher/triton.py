@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -31,6 +32,13 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 OUR_BACKENDS = PROJECT_ROOT / "backends"
 # Set by the test session when it runs under coverage: the rcfile the Triton stubs should measure with.
 COVERAGE_RCFILE_ENV = "MODELGATE_COVERAGE_RCFILE"
+LOOPBACK = "127.0.0.1"
+# Triton's protocols that change or reveal the server (load/unload with file overrides is code execution):
+# only callers holding the header secret may use them. Health, metadata and inference stay open so probes
+# and the frontend's data path need nothing more; the chart and compose.yaml use these same flags.
+RESTRICTED_PROTOCOLS = ("model-repository", "model-config", "shared-memory", "statistics", "trace", "logging")
+# Characters Triton's `<protocols>:<key>=<value>` flag parser and an HTTP header carry unchanged.
+_SECRET_CHARS = re.compile(r"[A-Za-z0-9._~-]+")
 
 
 class LaunchError(RuntimeError):
@@ -67,14 +75,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def port_in_use(port: int) -> bool:
-    with socket.socket() as s:
+def port_in_use(port: int, host: str = LOOPBACK) -> bool:
+    """Whether `host:port` cannot be bound (a listener on the wildcard address counts as in use too)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("0.0.0.0", port))
+            s.bind((host, port))
         except OSError:
             return True
     return False
+
+
+def restricted_flags(api_secret: str) -> list[str]:
+    """tritonserver flags that put RESTRICTED_PROTOCOLS behind the header TRITON_API_HEADER = api_secret."""
+    from frontend.triton import TRITON_API_HEADER  # noqa: PLC0415 - one name for the header, both sides
+
+    rule = f"{','.join(RESTRICTED_PROTOCOLS)}:{TRITON_API_HEADER}={api_secret}"
+    return [f"--grpc-restricted-protocol={rule}", f"--http-restricted-api={rule}"]
 
 
 def wheel_dir() -> Path:
@@ -125,10 +143,17 @@ def stub_environment() -> dict[str, str]:
 
 @dataclass
 class TritonServer:
-    """A tritonserver process in explicit model-control mode. Use as a context manager."""
+    """A tritonserver process in explicit model-control mode. Use as a context manager.
+
+    Its HTTP, gRPC and metrics ports listen on `address` (loopback unless opened deliberately). With
+    `api_secret`, Triton's RESTRICTED_PROTOCOLS answer only calls carrying that value in the header
+    TRITON_API_HEADER; None leaves them open (tests that drive Triton's API directly).
+    """
 
     repository: Path
     models: list[str]
+    address: str = LOOPBACK
+    api_secret: str | None = None
     http_port: int = 0
     grpc_port: int = 0
     metrics_port: int = 0
@@ -140,12 +165,35 @@ class TritonServer:
     _tail: deque = field(default_factory=lambda: deque(maxlen=200), init=False, repr=False)
 
     @property
+    def connect_host(self) -> str:
+        """Where a client on this machine reaches the ports: loopback when Triton listens on every address."""
+        if self.address in ("0.0.0.0", "::", ""):
+            return LOOPBACK
+        return f"[{self.address}]" if ":" in self.address else self.address
+
+    @property
+    def grpc_headers(self) -> dict[str, str] | None:
+        """gRPC metadata that unlocks the restricted protocols (None when they are open)."""
+        from frontend.triton import TRITON_GRPC_API_METADATA  # noqa: PLC0415
+
+        return {TRITON_GRPC_API_METADATA: self.api_secret} if self.api_secret is not None else None
+
+    @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.connect_host}:{self.grpc_port}"
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.connect_host}:{self.http_port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The tritonserver process id while it runs."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.connect_host}:{self.metrics_port}/metrics"
 
     def _check(self) -> None:
         if not self.repository.is_dir():
@@ -153,12 +201,15 @@ class TritonServer:
         for name in self.models:
             if not (self.repository / name / "config.pbtxt").exists():
                 raise LaunchError(f"model {name!r} is not in {self.repository}: run `make export`")
+        if self.api_secret is not None and not _SECRET_CHARS.fullmatch(self.api_secret):
+            raise LaunchError("the Triton API secret may hold only letters, digits and . _ ~ -")
         for attr in ("http_port", "grpc_port", "metrics_port"):
             port = getattr(self, attr)
             if port == 0:
                 setattr(self, attr, free_port())
-            elif port_in_use(port):
-                raise LaunchError(f"port {port} ({attr.replace('_', ' ')}) is already in use")
+            elif port_in_use(port, self.address.strip("[]") or "0.0.0.0"):
+                name = attr.replace("_", " ")
+                raise LaunchError(f"port {port} ({name}) is already in use on {self.address}")
 
     def command(self, backend_dir: Path) -> list[str]:
         binary = wheel_dir() / "bin" / "tritonserver"
@@ -169,14 +220,19 @@ class TritonServer:
             f"--model-repository={self.repository.resolve()}",
             "--model-control-mode=explicit",
             f"--backend-directory={backend_dir}",
+            f"--http-address={self.address}",
             f"--http-port={self.http_port}",
+            f"--grpc-address={self.address}",
             f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.address}",
             f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true",
             f"--cache-directory={wheel_dir() / 'caches'}",
             f"--cache-config=local,size={self.cache_bytes}",
             "--log-verbose=0",
         ]
+        if self.api_secret is not None:
+            args += restricted_flags(self.api_secret)
         args += [f"--load-model={m}" for m in self.models]
         return args + self.extra_args
 
@@ -184,7 +240,8 @@ class TritonServer:
         self._check()
         backend_dir = build_backend_dir(self.run_dir / f"backends-{os.getpid()}-{self.grpc_port}")
         cmd = self.command(backend_dir)
-        log.info("starting tritonserver (grpc %s, http %s)", self.grpc_port, self.http_port)
+        log.info("starting tritonserver on %s (grpc %s, http %s, metrics %s)", self.address, self.grpc_port,
+                 self.http_port, self.metrics_port)
         self._proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=stub_environment(),
             text=True, errors="replace", start_new_session=True, preexec_fn=_die_with_parent,

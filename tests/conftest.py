@@ -4,6 +4,7 @@ frontend and redis-server (started once, on free loopback ports, only when a tes
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from tests.stack import Frontend, run_frontend, run_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 REPOSITORY = ROOT / "model_repository"
+# The session's Triton is sealed as `make serve` seals it: its control protocols need this header value.
+TRITON_API_SECRET = secrets.token_urlsafe(24)
 
 
 def pytest_sessionstart(session):
@@ -41,13 +44,14 @@ def repository() -> Path:
 @pytest.fixture(scope="session")
 def triton(repository) -> Iterator[TritonServer]:
     """One real tritonserver per test session, every exported model loaded, on free loopback ports."""
-    with TritonServer(repository, model_names(repository)) as server:
+    with TritonServer(repository, model_names(repository), api_secret=TRITON_API_SECRET) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
 def frontend(triton) -> Iterator[Frontend]:
-    with run_frontend(Settings(triton_grpc_url=triton.grpc_url, model_index_ttl_s=1.0)) as running:
+    with run_frontend(Settings(triton_grpc_url=triton.grpc_url, model_index_ttl_s=1.0,
+                               triton_api_secret=TRITON_API_SECRET)) as running:
         yield running
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
 import yaml
 
+from launcher.triton import restricted_flags
 from tests.deploy.conftest import BIN, ROOT, container_flags
 
 COMPOSE = ROOT / "compose.yaml"
@@ -58,5 +60,21 @@ def test_frontend_settings_point_at_triton_and_redis(services):
     assert "healthcheck" in services["redis"]
 
 
-def test_triton_command_is_the_image_cmd_plus_the_gpu_variant(services):
-    assert services["triton"]["command"] == ["tritonserver", *container_flags(), "--model-config-name=gpu"]
+def test_triton_command_is_the_image_cmd_restricted_plus_the_gpu_variant(services):
+    secret = services["frontend"]["environment"]["MODELGATE_TRITON_API_SECRET"]
+    assert services["triton"]["command"] == ["tritonserver", *container_flags(), *restricted_flags(secret),
+                                             "--model-config-name=gpu"]
+
+
+def test_triton_and_the_frontend_share_a_required_secret(services):
+    """`${VAR:?message}`: compose refuses to start without it, and both services get the same value."""
+    secret = services["frontend"]["environment"]["MODELGATE_TRITON_API_SECRET"]
+    assert re.fullmatch(r"\$\{MODELGATE_TRITON_API_SECRET:\?[^}]+\}", secret)
+    assert all(flag.endswith(f"={secret}") for flag in services["triton"]["command"] if "restricted" in flag)
+
+
+def test_only_the_frontend_is_published(services):
+    assert "ports" not in services["triton"] and services["triton"]["expose"]
+    assert "ports" not in services["redis"]
+    env = services["frontend"]["environment"]
+    assert env["MODELGATE_HOST"] == "0.0.0.0"  # the setting defaults to loopback; the published port needs it

@@ -97,8 +97,30 @@ def no_deps_installs(text: str) -> set[str]:
     return found
 
 
+# What the frontend may import from triton_models: the shared contract, copied into its image alone.
+SHARED_CONTRACT = {"triton_models", "triton_models.contract"}
+
+
 def test_frontend_imports_only_base_dependencies():
-    assert missing("frontend", base_dependencies()) == {}
+    assert missing("frontend", base_dependencies(), {"triton_models"}) == {}
+
+
+def test_frontend_imports_only_the_contract_from_triton_models():
+    imported = set()
+    for path in (ROOT / "frontend").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("triton_models"):
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported |= {a.name for a in node.names if a.name.startswith("triton_models")}
+    assert imported and imported <= SHARED_CONTRACT
+    # The contract itself (and the package's __init__) import the standard library alone.
+    tree = ast.parse((ROOT / "triton_models" / "contract.py").read_text())
+    modules = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    modules |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    init = ast.parse((ROOT / "triton_models" / "__init__.py").read_text())
+    modules |= {a.name.split(".")[0] for n in ast.walk(init) if isinstance(n, ast.Import) for a in n.names}
+    assert modules <= set(sys.stdlib_module_names) | {"__future__", ""} | TEST_ONLY
 
 
 def test_triton_models_import_only_the_triton_image_requirements():
@@ -156,4 +178,5 @@ def test_the_copied_files_build_the_package(dockerfile, stage, package, tmp_path
     expected = {p.parent.relative_to(ROOT).as_posix() for p in (ROOT / package).rglob("*.py")
                 if "__pycache__" not in p.parts}
     assert expected and expected <= packaged
-    assert {p.split("/")[0] for p in packaged} == {package}
+    shared = {"triton_models"} if package == "frontend" else set()  # the contract, nothing else of it
+    assert {p.split("/")[0] for p in packaged} == {package} | shared

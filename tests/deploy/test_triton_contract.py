@@ -1,6 +1,8 @@
 """What the images, compose.yaml and the chart assume about Triton, checked on the real tritonserver:
-the container's flags, the probe paths, `--model-config-name=gpu` falling back to config.pbtxt, and the
-metric families the prometheus-adapter rules (and so the Triton HPA) read."""
+the container's flags with the restricted protocols (the chart's and compose's are launcher's, see
+test_helm_security), the probe paths, `--model-config-name=gpu` falling back to config.pbtxt, and the
+metric families the prometheus-adapter rules (and so the Triton HPA) read. Probes and scrapers need no
+secret."""
 
 from __future__ import annotations
 
@@ -14,10 +16,12 @@ import yaml
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from frontend.triton import TRITON_API_HEADER
 from launcher.triton import TritonServer
 from tests.deploy.conftest import CHART, container_flags
 
 pytestmark = pytest.mark.integration
+SECRET = "deploy-contract-secret"
 
 
 def tiny_onnx(path) -> None:
@@ -62,7 +66,7 @@ def server(onnx_model):
     repo = onnx_model
     flags = [f for f in container_flags() if not f.startswith(("--model-repository", "--cache-config"))]
     cache = next(f for f in container_flags() if f.startswith("--cache-config=local,size="))
-    with TritonServer(repo, [], cache_bytes=int(cache.rsplit("=", 1)[1]),
+    with TritonServer(repo, [], cache_bytes=int(cache.rsplit("=", 1)[1]), api_secret=SECRET,
                       extra_args=[*flags, "--model-config-name=gpu"]) as triton:
         yield triton
 
@@ -80,10 +84,13 @@ def test_probe_paths_answer(server):
 
 def test_load_model_star_loads_the_repository_and_gpu_variant_falls_back(server):
     client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
-    assert {m["name"] for m in client.get_model_repository_index() if m.get("state") == "READY"} == {
-        "plain", "variant"}
-    assert "modelgate_variant" not in client.get_model_config("plain").get("parameters", {})
-    assert client.get_model_config("variant")["parameters"]["modelgate_variant"]["string_value"] == "gpu"
+    key = {TRITON_API_HEADER: SECRET}
+    index = client.get_model_repository_index(headers=key)
+    assert {m["name"] for m in index if m.get("state") == "READY"} == {"plain", "variant"}
+    assert "modelgate_variant" not in client.get_model_config("plain", headers=key).get("parameters", {})
+    variant = client.get_model_config("variant", headers=key)
+    assert variant["parameters"]["modelgate_variant"]["string_value"] == "gpu"
+    assert httpx.post(f"{server.http_url}/v2/repository/index").status_code == 403  # restricted without it
 
 
 def test_hpa_metric_families_exist(server):

@@ -25,7 +25,11 @@ async def client(triton):  # the session's tritonserver with every exported mode
 
 async def chat_prompt(client, question: str) -> str:
     """Render the prompt as the frontend does: the model's own template from its config parameters."""
-    config = (await client.get_model_config(MODEL, as_json=True))["config"]
+    from tests.conftest import TRITON_API_SECRET  # the session's Triton restricts its model-config protocol
+    from frontend.triton import TRITON_GRPC_API_METADATA
+
+    config = (await client.get_model_config(MODEL, as_json=True,
+                                            headers={TRITON_GRPC_API_METADATA: TRITON_API_SECRET}))["config"]
     params = {k: v["string_value"] for k, v in config["parameters"].items()}
     template = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(params["chat_template"])
     return template.render(messages=[{"role": "user", "content": question}], add_generation_prompt=True,

@@ -23,7 +23,7 @@ FAST = {"steps": 2, "size": "64x64"}
 
 def settings_for(triton, **values) -> Settings:
     return Settings(triton_grpc_url=triton.grpc_url, model_index_ttl_s=1.0,
-                    triton_api_secret=getattr(triton, "api_secret", None) or "", **values)
+                    triton_api_secret=triton.api_secret or "", **values)
 
 
 async def call_as(app, client_host: str, method: str, path: str, **kwargs) -> httpx.Response:

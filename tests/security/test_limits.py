@@ -38,7 +38,7 @@ def keys(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def replicas(triton, redis_url, keys):
     settings = Settings(triton_grpc_url=triton.grpc_url, redis_url=redis_url, api_keys_file=keys["file"],
-                        cache_enabled=False, triton_api_secret=getattr(triton, "api_secret", None) or "")
+                        cache_enabled=False, triton_api_secret=triton.api_secret or "")
     with ExitStack() as stack:
         yield [stack.enter_context(run_frontend(settings)) for _ in range(2)]
 

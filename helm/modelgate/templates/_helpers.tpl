@@ -67,6 +67,30 @@ capabilities:
 {{- printf ".modelgate-export-%d" (int .Release.Revision) }}
 {{- end }}
 
+{{/* The Secret holding `triton-api-secret` and `images-url-secret` (templates/secrets.yaml or yours). */}}
+{{- define "modelgate.secretName" -}}
+{{- default (include "modelgate.componentName" (list . "secrets")) .Values.secrets.existingSecret }}
+{{- end }}
+
+{{/* Env var from a key of that Secret: call with (list $ "MODELGATE_X" "key"). */}}
+{{- define "modelgate.secretEnv" -}}
+- name: {{ index . 1 }}
+  valueFrom:
+    secretKeyRef: {name: {{ include "modelgate.secretName" (index . 0) }}, key: {{ index . 2 }}}
+{{- end }}
+
+{{/* Triton's `<protocols>:<header>=<value>` rule, as launcher.triton.restricted_flags writes it: what changes
+or reveals the server needs the header; health, metadata and inference stay open. Kubernetes expands
+$(MODELGATE_TRITON_API_SECRET) from the container's env. */}}
+{{- define "modelgate.tritonRestriction" -}}
+model-repository,model-config,shared-memory,statistics,trace,logging:modelgate-triton-key=$(MODELGATE_TRITON_API_SECRET)
+{{- end }}
+
+{{/* "true" when the chart runs its own Redis: enabled, and no frontend.redisUrl given. */}}
+{{- define "modelgate.bundledRedis" -}}
+{{- if and .Values.redis.enabled (not .Values.frontend.redisUrl) }}true{{ end }}
+{{- end }}
+
 {{- define "modelgate.apiKeysSecret" -}}
 {{- default (include "modelgate.componentName" (list . "api-keys")) .Values.frontend.apiKeys.existingSecret }}
 {{- end }}
