@@ -1,23 +1,71 @@
-"""/admin/models: Triton's explicit model control, as this server's own (non-OpenAI) JSON."""
+"""/admin/models: Triton's explicit model control, as this server's own (non-OpenAI) JSON.
+
+A load's `config` override is allow-listed: `ConfigOverride` holds every field a load may change, each
+closed to other keys (in Triton's JSON shape); which `parameters` a model accepts is declared per model
+kind in triton_models/contract.py and checked by frontend.services.admin.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+Count = Annotated[StrictInt, Field(ge=0)]
+Positive = Annotated[StrictInt, Field(ge=1)]
 
 
-class LoadRequest(BaseModel):
+class Closed(BaseModel):
     model_config = ConfigDict(extra="forbid")  # our own API: a misspelt field is an error, not ignored
 
+
+class InstanceGroup(Closed):
+    """How many instances, and where: no `profile`, host policy or secondary devices."""
+
+    count: Positive | None = None  # None: Triton's defaults (1, KIND_AUTO)
+    kind: Literal["KIND_CPU", "KIND_GPU", "KIND_AUTO"] | None = None
+    gpus: list[Count] | None = None
+
+
+class QueuePolicy(Closed):
+    timeout_action: Literal["REJECT", "DELAY"] | None = None
+    default_timeout_microseconds: Count | None = None
+    allow_timeout_override: StrictBool | None = None
+    max_queue_size: Count | None = None
+
+
+class DynamicBatching(Closed):
+    """Merged into the model's current `dynamic_batching`: fields left out keep their values."""
+
+    preferred_batch_size: list[Positive] | None = None
+    max_queue_delay_microseconds: Count | None = None
+    preserve_ordering: StrictBool | None = None
+    priority_levels: Count | None = None
+    default_priority_level: Count | None = None
+    default_queue_policy: QueuePolicy | None = None
+
+
+class StringParameter(Closed):
+    string_value: StrictStr
+
+
+class ConfigOverride(Closed):
+    """What a load may change in the model's current config; the rest of that config is kept."""
+
+    instance_group: list[InstanceGroup] | None = None
+    dynamic_batching: DynamicBatching | None = None
+    max_batch_size: Count | None = None
+    parameters: dict[str, StringParameter] | None = None
+
+
+class LoadRequest(Closed):
     model: str = Field(min_length=1)
-    # Triton's model config in its JSON shape, replacing config.pbtxt for this load (e.g. instance_group).
+    # A ConfigOverride in Triton's JSON shape (e.g. {"instance_group": [{"count": 2, "kind": "KIND_CPU"}]}),
+    # checked by the admin service against the model's kind, so that a refusal names the exact key.
     config: dict[str, Any] | None = None
 
 
-class UnloadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class UnloadRequest(Closed):
     model: str = Field(min_length=1)
     unload_dependents: bool = False
 

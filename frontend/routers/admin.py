@@ -13,7 +13,7 @@ async def list_models(request: Request):
 
 @router.post("/admin/models/load", response_model=ModelStatus)
 async def load_model(body: LoadRequest, request: Request):
-    """Load (or reload, optionally with a config override) and wait until READY."""
+    """Load (or reload a loaded model with an allow-listed config override) and wait until READY."""
     return await request.app.state.services.admin.load(body.model, body.config)
 
 

@@ -1,6 +1,6 @@
 """Admin model control against a real tritonserver of this module's own (unloading a model of the
-session's server would break the tests after this one): load, config override, unload with a request in
-flight, 409 for a concurrent operation."""
+session's server would break the tests after this one): load, config overrides merged into the served
+config, unload with a request in flight, 409 for a concurrent operation."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from export_scripts.__main__ import main as export_main
 from frontend.settings import Settings
 from launcher.triton import TritonServer
 from tests.conftest import REPOSITORY
-from tests.integration.conftest import run_frontend
+from tests.stack import run_frontend
 
 MODEL = "all-minilm-l6-v2"
 PARTS = [MODEL, f"{MODEL}_tokenizer", f"{MODEL}_encoder"]
@@ -126,15 +126,34 @@ def test_load_with_a_config_override(http, own_triton):
     assert http.post("/admin/models/load", json={"model": MODEL}).json()["state"] == "READY"  # whatever came before
     client = grpcclient.InferenceServerClient(own_triton.grpc_url)
     config = client.get_model_config(MODEL, as_json=True)["config"]
-    config["parameters"]["probe"] = {"string_value": "override"}
-    r = http.post("/admin/models/load", json={"model": MODEL, "config": config})
+    override = {"parameters": {"max_inputs_per_request": {"string_value": "32"}}}
+    r = http.post("/admin/models/load", json={"model": MODEL, "config": override})
     assert r.status_code == 200 and r.json()["state"] == "READY"
-    assert client.get_model_config(MODEL, as_json=True)["config"]["parameters"]["probe"]["string_value"] == "override"
+    # Triton takes an override as the whole config: the admin API merged it into the one served
+    assert client.get_model_config(MODEL, as_json=True)["config"] == config | {
+        "parameters": config["parameters"] | override["parameters"]}
     assert embed(http, ["still works"]).status_code == 200
-    bad = dict(config, platform="no-such-platform")
-    r = http.post("/admin/models/load", json={"model": MODEL, "config": bad})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "config"
+    r = http.post("/admin/models/load", json={"model": MODEL, "config": {"platform": "no-such-platform"}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "config.platform"
     assert embed(http, ["the loaded version keeps serving"]).status_code == 200
+    assert http.post("/admin/models/load", json={"model": MODEL}).json()["state"] == "READY"
+    assert client.get_model_config(MODEL, as_json=True)["config"] != config  # Triton keeps the override...
+    assert http.post("/admin/models/unload", json={"model": MODEL}).json()["state"] == "UNAVAILABLE"
+    assert http.post("/admin/models/load", json={"model": MODEL}).json()["state"] == "READY"
+    assert client.get_model_config(MODEL, as_json=True)["config"] == config  # ...until the model is unloaded
+    assert embed(http, ["back to the repository's config"]).status_code == 200
+
+
+def test_an_instance_override_reaches_triton_and_keeps_the_rest(http, own_triton):
+    tokenizer = f"{MODEL}_tokenizer"
+    client = grpcclient.InferenceServerClient(own_triton.grpc_url)
+    override = {"instance_group": [{"count": 2, "kind": "KIND_CPU"}]}
+    r = http.post("/admin/models/load", json={"model": tokenizer, "config": override})
+    assert r.status_code == 200, r.text
+    config = client.get_model_config(tokenizer, as_json=True)["config"]
+    assert [(g["count"], g["kind"]) for g in config["instance_group"]] == [(2, "KIND_CPU")]
+    assert config["parameters"]["max_input_tokens"]["string_value"] == "256"  # alone, Triton would drop it
+    assert embed(http, ["two tokenizer instances"]).status_code == 200
 
 
 def test_a_concurrent_operation_on_the_same_model_is_409(http):

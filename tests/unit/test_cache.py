@@ -19,7 +19,9 @@ def response(model="m", body=b"x" * 100) -> CachedResponse:
     ("/v1/chat/completions", {}, False),  # OpenAI's default temperature is 1
     ("/v1/completions", {"temperature": 0.0}, True),
     ("/v1/images/generations", {"prompt": "x"}, False),
-    ("/v1/images/generations", {"prompt": "x", "seed": 3}, True),
+    ("/v1/images/generations", {"prompt": "x", "seed": 3}, False),  # url (the default) names a host, expires
+    ("/v1/images/generations", {"prompt": "x", "seed": 3, "response_format": "url"}, False),
+    ("/v1/images/generations", {"prompt": "x", "seed": 3, "response_format": "b64_json"}, True),
     ("/v1/models", {}, False),
     ("/v1/embeddings", ["not", "a", "dict"], False),
 ])
