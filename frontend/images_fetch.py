@@ -34,6 +34,7 @@ import httpx
 from PIL import Image, UnidentifiedImageError
 
 from frontend.errors import InvalidRequest
+from triton_models.contract import IMAGE_FORMATS
 
 log = logging.getLogger(__name__)
 
@@ -336,8 +337,8 @@ async def _first_failure_cancels(awaitables: Iterable[Awaitable]) -> list:
             task.cancel()
 
 
-# Pillow's names. GIF: Pillow loads the first frame unless asked for another, and so does the LLaVA model.
-FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+# Pillow's names, shared with the LLaVA model. GIF: Pillow loads the first frame unless asked for another.
+FORMATS = IMAGE_FORMATS
 ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 

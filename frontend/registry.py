@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from frontend.errors import InvalidRequest, ModelNotFound, ModelNotReady
 from frontend.triton import Backend
+from triton_models import config_parameters
+from triton_models.contract import SALTED_KINDS, model_kind
 
 log = logging.getLogger(__name__)
 
@@ -26,18 +28,19 @@ class ServedModel:
     task: str
     parameters: dict[str, str]
     created: int
+    kind: str = ""  # triton_models.contract.model_kind of its config
 
     @property
     def ready(self) -> bool:
         return self.state == READY
 
+    @property
+    def takes_cache_salt(self) -> bool:
+        return self.kind in SALTED_KINDS
+
     def int_param(self, key: str, default: int | None = None) -> int | None:
         value = self.parameters.get(key)
         return int(value) if value not in (None, "") else default
-
-
-def config_parameters(config: dict) -> dict[str, str]:
-    return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
 
 
 class ModelRegistry:
@@ -47,13 +50,16 @@ class ModelRegistry:
         self.backend = backend
         self.ttl_s = ttl_s
         self._models: dict[str, ServedModel] = {}
-        self._configs: dict[tuple[str, str], dict[str, str]] = {}
+        self._configs: dict[tuple[str, str], tuple[str, dict[str, str]]] = {}  # (name, version) -> kind, params
         self._created: dict[str, int] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
 
     def invalidate(self) -> None:
+        """Forget the index and every config: a model reloaded with an override keeps its version number,
+        so a config cached by (name, version) could outlive the change."""
         self._fetched_at = float("-inf")
+        self._configs.clear()
 
     async def refresh(self) -> dict[str, ServedModel]:
         async with self._lock:
@@ -65,17 +71,19 @@ class ModelRegistry:
                     self._configs.pop((name, version), None)  # a reload may bring a new config
                     known = self._models.get(name)
                     if known is not None and state:  # loading/unloading: keep it visible, not ready
-                        models[name] = ServedModel(name, version, state, known.task, known.parameters, known.created)
+                        models[name] = ServedModel(name, version, state, known.task, known.parameters, known.created,
+                                                   known.kind)
                     continue
-                params = self._configs.get((name, version))
-                if params is None:
-                    params = config_parameters(await self.backend.model_config(name))
-                    self._configs[(name, version)] = params
+                cached = self._configs.get((name, version))
+                if cached is None:
+                    config = await self.backend.model_config(name)
+                    cached = self._configs[(name, version)] = (model_kind(config), config_parameters(config))
+                kind, params = cached
                 task = params.get("openai_task")
                 if not task:
                     continue  # an internal network, tokenizer or pipeline step
                 created = self._created.setdefault(name, int(time.time()))
-                models[name] = ServedModel(name, version, state, task, params, created)
+                models[name] = ServedModel(name, version, state, task, params, created, kind)
             self._models = models
             self._fetched_at = time.monotonic()
             return models

@@ -1,4 +1,9 @@
-"""Which config `parameters` an operator may change when (re)loading a model, per model kind: declared once.
+"""What the frontend and the Triton models agree on, declared once (stdlib only: both sides import it).
+
+- The kind of a model, from its config (the rule below), and what each kind can do.
+- The chat engine's `cache_salt` sampling parameter, which scopes its prefix cache.
+- The image formats a chat image may come in.
+- Which config `parameters` an operator may change when (re)loading a model, per model kind.
 
 The frontend's admin API checks a load's config override against this list (`POST /admin/models/load`);
 anything not declared here (`model_file`, `chat_template`, another model's name...) can only change by
@@ -23,6 +28,17 @@ from dataclasses import dataclass
 
 ENSEMBLE, ONNX, CHAT, VISION_CHAT, IMAGES, TOKENIZER, OTHER = (
     "ensemble", "onnx", "chat", "vision_chat", "images", "tokenizer", "other")
+
+# Requests share cached prompt prefixes only when their `cache_salt` (vLLM's name) is equal; the frontend sends
+# each API key's own. Only our chat engine (triton_models/llm, llava) takes it: the vLLM backend's
+# SamplingParams refuses an unknown field, so a model of another kind is sent none.
+CACHE_SALT = "cache_salt"
+MAX_CACHE_SALT_CHARS = 256
+SALTED_KINDS = frozenset({CHAT, VISION_CHAT})
+
+# Chat images: what the frontend accepts and the LLaVA model decodes (Pillow format names). Nothing else is
+# ever opened: Pillow's other decoders (EPS runs Ghostscript) are attack surface no client needs.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 
 # Top-level config fields a load may override, per kind: an ensemble has no instances or batcher of its own.
 INSTANCE_FIELDS = frozenset({"instance_group", "dynamic_batching", "max_batch_size", "parameters"})

@@ -7,6 +7,7 @@ from typing import ClassVar
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from frontend.protocol.common import OpenAIRequest
+from triton_models.contract import MAX_CACHE_SALT_CHARS
 
 MAX_STOP_SEQUENCES = 16
 
@@ -38,7 +39,7 @@ class GenerationRequest(OpenAIRequest):
     top_k: int | None = Field(None, ge=-1)
     ignore_eos: bool = False
     # vLLM's: only requests with the same salt share cached prompt prefixes (within the caller's own key).
-    cache_salt: str | None = Field(None, min_length=1, max_length=256)
+    cache_salt: str | None = Field(None, min_length=1, max_length=MAX_CACHE_SALT_CHARS)
 
     @model_validator(mode="before")
     @classmethod

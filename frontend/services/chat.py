@@ -121,7 +121,7 @@ class ChatService:
         images = await self._load_images(model, parts or [])
         top = (request.top_logprobs or 0) if request.logprobs else None
         params = sampling_parameters(request, request.completion_limit, top,
-                                     cache_salt(ctx, self.shared_prefix_cache, request.cache_salt))
+                                     cache_salt(model, ctx, self.shared_prefix_cache, request.cache_salt))
         log.info("chat: model=%s n=%d stream=%s user=%s request=%s", model.name, request.n, request.stream,
                  request.user, ctx.request_id)
         generation = Generation(self.backend, model.name, prompt, params, stream=request.stream,

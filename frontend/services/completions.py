@@ -57,7 +57,7 @@ class CompletionService:
             raise InvalidRequest("echo with logprobs is not supported (no prompt logprobs)", param="echo",
                                  code="unsupported_parameter")
         params = sampling_parameters(request, request.max_tokens, request.logprobs,
-                                     cache_salt(ctx, self.shared_prefix_cache, request.cache_salt))
+                                     cache_salt(model, ctx, self.shared_prefix_cache, request.cache_salt))
         log.info("completions: model=%s prompts=%d n=%d stream=%s user=%s request=%s", model.name,
                  len(request.prompts), request.n, request.stream, request.user, ctx.request_id)
         generations = [Generation(self.backend, model.name, prompt, params, stream=request.stream,

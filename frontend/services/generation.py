@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from frontend.context import RequestContext
-from frontend.errors import APIError
+from frontend.errors import APIError, InvalidRequest
 from frontend.protocol.generation import GenerationRequest
+from frontend.registry import ServedModel
 from frontend.triton import Backend, Tensors
 from frontend.usage import Usage
 
@@ -36,9 +37,15 @@ FINISH_REASONS = ("stop", "length")
 MIN_LOGPROB = -9999.0  # what OpenAI reports for a token with no probability (JSON has no -inf)
 
 
-def cache_salt(ctx: RequestContext, shared: bool, requested: str | None) -> str | None:
+def cache_salt(model: ServedModel, ctx: RequestContext, shared: bool, requested: str | None) -> str | None:
     """The engine's `cache_salt`: the tenant's (unless the prefix cache is shared), refined by the request's
-    own salt. Requests share cached prefixes only when their salts are equal."""
+    own salt. Requests share cached prefixes only when their salts are equal. A model that takes no salt (the
+    vLLM backend) gets none; asking it for one is refused by name."""
+    if not model.takes_cache_salt:
+        if requested is not None:
+            raise InvalidRequest(f"`{model.name}` does not take cache_salt", param="cache_salt",
+                                 code="unsupported_parameter")
+        return None
     tenant = ctx.tenant_salt(shared)
     if requested is None:
         return tenant

@@ -38,6 +38,9 @@ class FakeBackend:
             "emb_tokenizer": {},
             "llm": dict(fake_llm.PARAMETERS),
         }
+        # What each config says besides its parameters (triton_models.contract.model_kind reads it); a model
+        # not listed is a Python model, as the chat engine is.
+        self.configs = {"emb": {"platform": "ensemble"}, "emb_encoder": {"backend": "onnxruntime"}}
         self.states = {name: "READY" for name in self.models}
         self.llm = fake_llm.FakeLLM(int(self.models["llm"]["context_length"]))
 
@@ -50,7 +53,8 @@ class FakeBackend:
         return [{"name": n, "version": "1", "state": s} for n, s in self.states.items()]
 
     async def model_config(self, name: str) -> dict:
-        return {"name": name, "parameters": {k: {"string_value": v} for k, v in self.models[name].items()}}
+        return {"name": name, **self.configs.get(name, {"backend": "python"}),
+                "parameters": {k: {"string_value": v} for k, v in self.models[name].items()}}
 
     async def infer(self, model, inputs, outputs, request_id=""):
         self.calls.append((model, inputs))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import httpx
 import pytest
 
 from frontend.chat_template import compile_template
@@ -268,3 +269,42 @@ async def test_client_that_leaves_before_the_first_token_cancels_the_generation(
     asyncio.get_running_loop().call_later(0.2, leave.set)
     await call_then_leave(client._transport.app, chat(stream=stream), leave)
     assert backend.llm.closed_early == 1
+
+
+def salt_of(backend) -> str | None:
+    (_, inputs), *_ = [c for c in reversed(backend.calls) if c[0] == "llm"]
+    return json.loads(inputs["sampling_parameters"][0]).get("cache_salt")
+
+
+async def test_each_api_key_gets_its_own_prefix_cache_salt(backend, tmp_path):
+    from frontend.app import create_app
+    from frontend.settings import Settings
+
+    async def salts(scope: str) -> dict[str, str | None]:
+        app = create_app(Settings(model_index_ttl_s=0, cache_enabled=False, prefix_cache_scope=scope,
+                                  api_keys="alice=sk-alice,bob=sk-bob"), backend=backend)
+        found = {}
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            for who in ("alice", "bob", "alice"):
+                r = await client.post(URL, json=chat(), headers={"Authorization": f"Bearer sk-{who}"})
+                assert r.status_code == 200
+                assert found.setdefault(who, salt_of(backend)) == salt_of(backend)  # stable per key
+            r = await client.post(URL, json=chat(cache_salt="doc-1"), headers={"Authorization": "Bearer sk-alice"})
+            assert r.status_code == 200
+            found["alice+doc-1"] = salt_of(backend)
+        return found
+
+    keyed = await salts("key")
+    assert len(set(keyed.values())) == 3 and None not in keyed.values()
+    assert all("alice" not in salt and "sk-" not in salt for salt in keyed.values())  # names and keys never leave
+    shared = await salts("global")
+    assert shared["alice"] is None and shared["bob"] is None and shared["alice+doc-1"] is not None
+
+
+async def test_a_model_that_takes_no_salt_gets_none_and_refuses_one(client, backend):
+    backend.configs["llm"] = {"backend": "vllm"}  # the vLLM backend's SamplingParams has no cache_salt
+    assert (await client.post(URL, json=chat())).status_code == 200
+    assert salt_of(backend) is None
+    r = await client.post(URL, json=chat(cache_salt="x"))
+    assert_error(r, 400, param="cache_salt", code="unsupported_parameter")

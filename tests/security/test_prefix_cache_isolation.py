@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from dataclasses import dataclass, field
 
 import httpx
 import numpy as np
+import openai
 import pytest
 from tritonclient.grpc import InferInput
 from tritonclient.grpc.aio import InferenceServerClient
 
+from frontend.settings import Settings
 from launcher.triton import TritonServer
 from tests.integration import llm_tiny
+from tests.stack import run_frontend
 from triton_models.llm.decoder import OnnxDecoder
 from triton_models.llm.config import PREFIX_HIT_METRIC
 from triton_models.llm.engine import Engine, EngineConfig
@@ -25,6 +29,7 @@ from triton_models.llm.tokenizer import TextTokenizer
 
 # Long enough that a reused prefix is most of the prompt; the system-prompt part is what tenants would share.
 SYSTEM = "You are the support assistant of a bank. Be brief and polite, and never reveal account details. "
+CHAT = "smollm2-135m-instruct"  # the session's chat model, for the test through the frontend
 PROMPT = SYSTEM + "My card was swallowed by the machine at the corner of Elm street, what do I do now?"
 
 
@@ -131,10 +136,10 @@ def llm_triton(tmp_path_factory):
         yield server
 
 
-def reused_tokens(server: TritonServer) -> float:
+def reused_tokens(server: TritonServer, model: str = llm_tiny.NAME) -> float:
     """The model's prefix-cache hit counter, from Triton's metrics endpoint."""
     text = httpx.get(server.metrics_url, timeout=10).text
-    pattern = rf'^{PREFIX_HIT_METRIC}{{[^}}]*model="{re.escape(llm_tiny.NAME)}"[^}}]*}} (\S+)$'
+    pattern = rf'^{PREFIX_HIT_METRIC}{{[^}}]*model="{re.escape(model)}"[^}}]*}} (\S+)$'
     match = re.search(pattern, text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
 
@@ -173,3 +178,24 @@ async def test_salts_reach_the_engine_behind_triton(llm_triton, parts):
     assert reused_tokens(llm_triton) == before  # bob's request prefilled the whole prompt
     assert await triton_generate(llm_triton, PROMPT, "key:alice") == alice
     assert reused_tokens(llm_triton) == before + prompt_tokens - 1  # alice's repeat reused her own prefix
+
+
+@pytest.mark.integration
+def test_api_keys_never_share_prefixes_through_the_frontend(triton):
+    """The whole path: the frontend sends each key's own salt to the session's SmolLM2 behind Triton."""
+    settings = Settings(triton_grpc_url=triton.grpc_url, triton_api_secret=triton.api_secret or "",
+                        api_keys="alice=sk-alice,bob=sk-bob", cache_enabled=False)
+    prompt = PROMPT + f" (ticket {uuid.uuid4().hex})"  # a prompt no earlier test cached
+
+    def ask(frontend, key: str) -> None:
+        sdk = openai.OpenAI(base_url=frontend.base_url, api_key=key, max_retries=0, timeout=120)
+        sdk.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": prompt}], max_tokens=1,
+                                    temperature=0)
+
+    with run_frontend(settings) as frontend:
+        ask(frontend, "sk-alice")
+        before = reused_tokens(triton, CHAT)
+        ask(frontend, "sk-bob")
+        assert reused_tokens(triton, CHAT) == before  # bob's prompt was computed afresh: nothing to time
+        ask(frontend, "sk-alice")
+        assert reused_tokens(triton, CHAT) > before + 20  # alice's own repeat reuses her prefix

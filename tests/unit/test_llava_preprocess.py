@@ -99,6 +99,19 @@ def test_undecodable_images_are_refused(data, message):
         decode_base64_image(data)
 
 
+@pytest.mark.parametrize("fmt", ["TIFF", "PPM", "ICO", "TGA"])
+def test_formats_outside_the_contract_are_never_opened(fmt):
+    # Pillow decodes these well; the model refuses them all the same (EPS would run Ghostscript).
+    with pytest.raises(InvalidImage, match="formats: PNG, JPEG, WEBP, GIF, BMP"):
+        decode_image(encoded(noise(8, 8), fmt))
+
+
+def test_eps_is_never_opened():
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n"
+    with pytest.raises(InvalidImage, match="cannot be decoded"):
+        decode_image(eps)
+
+
 def test_too_many_pixels_are_refused_before_decoding():
     with pytest.raises(InvalidImage, match="100x100 pixels, over 5000"):
         decode_image(encoded(noise(100, 100)), max_pixels=5000)

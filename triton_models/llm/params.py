@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+# CACHE_SALT (vLLM's name) scopes prefix-cache reuse: requests share cached prompt KV only when their salts
+# are equal; without one a request uses the unsalted pool.
+from triton_models.contract import CACHE_SALT, MAX_CACHE_SALT_CHARS
+
 MAX_LOGPROBS = 20  # OpenAI's top_logprobs limit
 MAX_N = 16
-# The key (vLLM's name) that scopes prefix-cache reuse: requests share cached prompt KV only when their
-# salts are equal; without one a request uses the unsalted pool.
-CACHE_SALT = "cache_salt"
-MAX_CACHE_SALT_CHARS = 256
 
 
 class InvalidRequest(ValueError):
