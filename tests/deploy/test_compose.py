@@ -76,5 +76,7 @@ def test_triton_and_the_frontend_share_a_required_secret(services):
 def test_only_the_frontend_is_published(services):
     assert "ports" not in services["triton"] and services["triton"]["expose"]
     assert "ports" not in services["redis"]
+    # The frontend is published on the host's loopback unless MODELGATE_BIND says otherwise.
+    assert services["frontend"]["ports"] == ["${MODELGATE_BIND:-127.0.0.1}:${MODELGATE_PORT:-8000}:8000"]
     env = services["frontend"]["environment"]
     assert env["MODELGATE_HOST"] == "0.0.0.0"  # the setting defaults to loopback; the published port needs it
