@@ -42,7 +42,7 @@ def admitted(scope: str):
             raise
         body = await _json_body(request)
         model = await _label(services.registry, ctx, request.url.path, body)
-        await admit_key(services.limiter, services.metrics, ctx, key)
+        await admit_key(services.limiter, services.metrics, ctx, key, _units(request.url.path, body))
         if body is not None:
             lookup(services.cache, services.metrics, ctx, model, request.url.path, body,
                    request.headers.get("cache-control", ""), request.headers.get("x-cache-bypass"))
@@ -50,10 +50,12 @@ def admitted(scope: str):
     return Depends(admit)
 
 
-async def admit_key(limiter: RateLimiter, metrics: Metrics, ctx: RequestContext, key: ApiKey) -> None:
-    """Count the request against `key`'s limits (RateLimited when over one) and make it the request's key."""
+async def admit_key(limiter: RateLimiter, metrics: Metrics, ctx: RequestContext, key: ApiKey,
+                    units: int = 1) -> None:
+    """Count the request (as `units` requests) against `key`'s limits (RateLimited when over one) and make it
+    the request's key."""
     try:
-        headers, release = await limiter.admit(key)
+        headers, release = await limiter.admit(key, units)
     except RateLimited as error:
         metrics.rate_limited.labels(getattr(error, "kind", "requests")).inc()
         log.info("rate limited %s: %s", key.name, error.message)
@@ -74,6 +76,13 @@ def named_key_admission(keys: KeyStore, limiter: RateLimiter, metrics: Metrics):
         await admit_key(limiter, metrics, ctx, key)
 
     return admit
+
+
+def _units(path: str, body: dict | None) -> int:
+    """How many requests one HTTP request counts as: each prompt of a completion is a generation of its own,
+    so a list of prompts cannot buy N generations for the price of one request."""
+    prompt = body.get("prompt") if body is not None and path == "/v1/completions" else None
+    return max(len(prompt), 1) if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt) else 1
 
 
 async def _json_body(request: Request) -> dict | None:

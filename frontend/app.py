@@ -80,7 +80,7 @@ class Services:
                                 named_key_admission(keys, limiter, metrics), settings.public_url,
                                 settings.images_file_cache_bytes),
             chat=ChatService(backend, registry, ImageFetcher.from_settings(settings), shared_prefix),
-            completions=CompletionService(backend, registry, shared_prefix),
+            completions=CompletionService(backend, registry, shared_prefix, settings.completions_max_prompts),
         )
 
 

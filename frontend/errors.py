@@ -14,7 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from frontend.protocol.common import UnsupportedField
+from frontend.protocol.common import FieldError
+from triton_models import contract
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,8 @@ class Timeout(APIError):
     code = "timeout"
 
 
-# Triton reports errors as gRPC status codes; this is the only place they become HTTP errors.
+# Triton reports errors as gRPC status codes, and our models' errors as ModelError data inside the message
+# (triton_models/contract.py); this is the only place either becomes an HTTP error.
 _GRPC_ERRORS: dict[str, type[APIError]] = {
     "INVALID_ARGUMENT": InvalidRequest,
     "OUT_OF_RANGE": InvalidRequest,
@@ -130,17 +132,30 @@ _GRPC_ERRORS: dict[str, type[APIError]] = {
     "DEADLINE_EXCEEDED": Timeout,
     "UNAUTHENTICATED": ServiceUnavailable,  # Triton's own auth: a deployment problem, not the caller's
 }
+_MODEL_ERRORS: dict[str, type[APIError]] = {
+    contract.CONTEXT_LENGTH_EXCEEDED: ContextLengthExceeded,
+    contract.OVERLOADED: Overloaded,
+    contract.UNAVAILABLE: ModelNotReady,
+}
 _ENSEMBLE_PREFIX = re.compile(r"^in ensemble '[^']*', ")
+
+
+def from_model_error(error: contract.ModelError) -> APIError:
+    """A model's own error (code, message, param) as the APIError of its status."""
+    cls = _MODEL_ERRORS.get(error.code) or {400: InvalidRequest, 503: ServiceUnavailable}.get(error.status, APIError)
+    result = cls(error.message, param=error.param, code=error.code)
+    if cls is APIError:
+        log.error("model error %s: %s", error.code, error.message)
+    return result
 
 
 def from_triton(status: str | None, message: str) -> APIError:
     """Map a Triton/gRPC failure (status like 'StatusCode.INVALID_ARGUMENT') to an APIError."""
+    model_error = contract.ModelError.decode(message)
+    if model_error is not None:
+        return from_model_error(model_error)
     name = (status or "").rsplit(".", 1)[-1]
     message = _ENSEMBLE_PREFIX.sub("", message or "Triton error").strip()
-    if "context_length_exceeded" in message or "maximum context length" in message:
-        return ContextLengthExceeded(message)
-    if "overloaded" in message.lower():
-        return Overloaded(message)
     error = _GRPC_ERRORS.get(name)
     if error is None:
         log.error("Triton error %s: %s", name or "UNKNOWN", message)
@@ -148,19 +163,47 @@ def from_triton(status: str | None, message: str) -> APIError:
     return error(message)
 
 
+# Pydantic names a union's members in an error's location ("prompt", "list[str]", 0): not the user's words.
+_TAG = re.compile(r"^(str|int|float|bool|none|bytes|constrained-\w+|function-\w+|[A-Z]\w*)$|\[")
+
+
+def _path(loc) -> str | None:
+    return ".".join(str(p) for p in loc if p != "body" and not (isinstance(p, str) and _TAG.search(p))) or None
+
+
+def _member(loc) -> str | None:
+    tag = next((p for p in loc if isinstance(p, str) and _TAG.search(p)), None)
+    return None if tag is None or tag.startswith("function-") else re.sub(r"constrained-(\w+)", r"\1", tag)
+
+
 def _validation_error(exc: RequestValidationError) -> InvalidRequest:
-    first = exc.errors()[0] if exc.errors() else {}
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    if first.get("type") == "json_invalid":
+    """The one error a person needs, naming the field (OpenAI reports one error per request, too)."""
+    errors = exc.errors()
+    if not errors:
+        return InvalidRequest("invalid request")
+    if any(e.get("type") == "json_invalid" for e in errors):
         return InvalidRequest("the request body is not valid JSON", code="invalid_json")
+    # A union reports one error per member: the member that took the value's shape and failed a constraint,
+    # or failed deepest inside it, is the one the user meant. max() keeps the first on ties.
+    first = max(errors, key=lambda e: (not e.get("type", "").endswith("_type"), len(_path(e.get("loc", ())) or "")))
     cause = first.get("ctx", {}).get("error")
-    if isinstance(cause, UnsupportedField):
-        return InvalidRequest(str(cause), param=cause.field, code="unsupported_parameter")
-    message = first.get("msg", "invalid request").removeprefix("Value error, ")
-    param = ".".join(loc) or None
-    if param and not message.startswith(param):
-        message = f"{param}: {message}"
-    return InvalidRequest(message, param=param)
+    if isinstance(cause, FieldError):
+        param = cause.field or _path(first.get("loc", ()))
+        return InvalidRequest(_named(param, str(cause)), param=param, code=cause.code)
+    param = _path(first.get("loc", ()))
+    message = first.get("msg", "invalid value").removeprefix("Value error, ")
+    same_place = [e for e in errors if _path(e.get("loc", ())) == param and e.get("type", "").endswith("_type")]
+    members = list(dict.fromkeys(m for m in (_member(e.get("loc", ())) for e in same_place) if m))
+    if first.get("type", "").endswith("_type") and len(members) > 1:
+        message = f"has the wrong type; expected one of: {', '.join(members)}"
+    elif message.startswith("Input should"):
+        message = "must" + message.removeprefix("Input should")
+    return InvalidRequest(_named(param, message), param=param)
+
+
+def _named(param: str | None, message: str) -> str:
+    """The message, starting with the field it concerns."""
+    return message if not param or message.startswith(param) else f"{param}: {message}"
 
 
 def error_response(error: APIError, headers: dict | None = None) -> JSONResponse:
@@ -186,4 +229,6 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(APIError("internal server error"))
+        # Starlette re-raises after this response and uvicorn then drops the connection: say so, or a
+        # keep-alive client sends its next request into a closed socket.
+        return error_response(APIError("internal server error"), {"Connection": "close"})

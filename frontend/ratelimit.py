@@ -154,20 +154,21 @@ class RateLimiter:
     async def headers(self, key: ApiKey) -> list[tuple[bytes, bytes]]:
         return [h for kind, budget in (await self.budgets(key)).items() for h in budget.headers(kind)]
 
-    async def admit(self, key: ApiKey) -> tuple[list[tuple[bytes, bytes]], object]:
-        """Count one request against `key` and take a concurrency lease; RateLimited when over a limit.
+    async def admit(self, key: ApiKey, cost: int = 1) -> tuple[list[tuple[bytes, bytes]], object]:
+        """Count `cost` requests against `key` (a completion with a list of prompts is one per prompt) and take
+        one concurrency lease; RateLimited when over a limit.
 
         Returns the x-ratelimit-* headers as of admission and an async `release()` to call once the response
         has ended (it gives back this request's lease, and only it).
         """
         try:
-            return await self._admit(key)
+            return await self._admit(key, cost)
         except (StorageError, RedisError) as exc:
             log.error("rate limit storage failed, admitting %s unlimited: %s", key.name,
                       getattr(exc, "storage_error", exc))
             return [], _nothing
 
-    async def _admit(self, key: ApiKey):
+    async def _admit(self, key: ApiKey, cost: int):
         limits = key.limits
         lease = None
         if limits.max_concurrent:
@@ -192,10 +193,11 @@ class RateLimiter:
             requests = budgets.get(REQUESTS)
             if requests is not None:
                 item = RateLimitItemPerMinute(limits.requests_per_minute)
-                if not await self.windows[REQUESTS].hit(item, *self._ids(key, REQUESTS), cost=1):
+                if not await self.windows[REQUESTS].hit(item, *self._ids(key, REQUESTS), cost=cost):
                     raise _refuse(REQUESTS, f"Rate limit reached for `{key.name}` on requests per minute: limit "
-                                  f"{requests.limit}", requests.reset_s, requests.headers(REQUESTS))
-                requests.remaining -= 1
+                                  f"{requests.limit}" + (f" ({cost} prompts in this request)" if cost > 1 else ""),
+                                  requests.reset_s, requests.headers(REQUESTS))
+                requests.remaining -= cost
         except BaseException:
             await release()
             raise

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     # Request limits.
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
     embeddings_max_inputs: int = Field(2048, gt=0, description="inputs per /v1/embeddings request (OpenAI: 2048)")
+    completions_max_prompts: int = Field(32, gt=0, description="prompts per /v1/completions request (each one a "
+                                         "generation, counted as a request by the rate limits)")
 
     # Image URLs point back at this frontend: signed, expiring, nothing stored (see services/images.py).
     images_url_ttl_s: float = Field(3600.0, gt=0, description="how long an image URL works (OpenAI: 1 hour)")

@@ -15,7 +15,7 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from frontend.errors import APIError, ServiceUnavailable, from_triton
+from frontend.errors import APIError, ServiceUnavailable, Timeout, from_triton
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,21 @@ class TritonBackend:
         ]
         self._client = grpcclient.InferenceServerClient(url, channel_args=channel_args)
 
+    def _channel_error(self, exc: grpc.RpcError) -> APIError:
+        """The channel itself failed: a deadline is 504, anything else 503 (the address stays in the log)."""
+        code = exc.code()
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return Timeout(f"the model did not answer within {self.timeout_s:g} s (MODELGATE_REQUEST_TIMEOUT_S)")
+        log.warning("Triton at %s: %s", self.url, code.name)
+        return ServiceUnavailable(f"the inference server is unreachable ({code.name}); retry shortly")
+
     async def _call(self, coro):
         try:
             return await coro
         except InferenceServerException as exc:
             raise from_triton(exc.status(), exc.message()) from exc
-        except grpc.RpcError as exc:  # the channel itself failed
-            raise ServiceUnavailable(f"Triton at {self.url} is unreachable: {exc.code().name}") from exc
+        except grpc.RpcError as exc:
+            raise self._channel_error(exc) from exc
 
     async def server_ready(self) -> bool:
         try:
@@ -120,7 +128,7 @@ class TritonBackend:
                     raise from_triton(error.status(), error.message())
                 yield _outputs(result, outputs)
         except grpc.RpcError as exc:
-            raise ServiceUnavailable(f"Triton at {self.url} is unreachable: {exc.code().name}") from exc
+            raise self._channel_error(exc) from exc
         finally:
             responses.cancel()  # reaches the model as is_cancelled(): a client that left stops its sequence
 

@@ -1,6 +1,9 @@
 """What the frontend and the Triton models agree on, declared once (stdlib only: both sides import it).
 
 - The kind of a model, from its config (the rule below), and what each kind can do.
+- Errors a model reports for the client (`ModelError`: code, message, param), carried as data inside
+  Triton's error message, and the HTTP status of each code.
+- The chat engine's request limits (n, logprobs, stop sequences), enforced by the frontend before the call.
 - The chat engine's `cache_salt` sampling parameter, which scopes its prefix cache.
 - The image formats a chat image may come in.
 - Which config `parameters` an operator may change when (re)loading a model, per model kind.
@@ -23,11 +26,67 @@ A model's kind comes from its config, by this rule:
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
 ENSEMBLE, ONNX, CHAT, VISION_CHAT, IMAGES, TOKENIZER, OTHER = (
     "ensemble", "onnx", "chat", "vision_chat", "images", "tokenizer", "other")
+
+# -- Errors ------------------------------------------------------------------------------------------------
+# Triton carries a model's error as text and a status code. A model that fails a request for a reason the
+# client should hear raises ModelError; its `encode()` is the text, and the frontend decodes it once
+# (frontend.errors.from_triton) into OpenAI's envelope with the status below. Any other text is an internal
+# error, logged and reported without its details.
+INVALID_REQUEST = "invalid_request"
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+UNSUPPORTED_PARAMETER = "unsupported_parameter"
+INVALID_IMAGE = "invalid_image"
+INVALID_TOKEN_IDS = "invalid_token_ids"
+OVERLOADED = "overloaded"
+UNAVAILABLE = "model_unavailable"  # shutting down, unloading
+GENERATION_FAILED = "generation_failed"  # this request's sequence failed inside the engine (the others go on)
+ERROR_STATUS: dict[str, int] = {
+    INVALID_REQUEST: 400, CONTEXT_LENGTH_EXCEEDED: 400, UNSUPPORTED_PARAMETER: 400, INVALID_IMAGE: 400,
+    INVALID_TOKEN_IDS: 400, OVERLOADED: 503, UNAVAILABLE: 503, GENERATION_FAILED: 500,
+}
+_ERROR_MARK = "modelgate-error:"  # Triton may put its own words before the text ("in ensemble 'x', ")
+
+
+class ModelError(Exception):
+    """A failure the client should hear about: `code` (one of ERROR_STATUS), a message meant for a person
+    (what they did wrong, never an internal repr) and the request field it concerns."""
+
+    def __init__(self, code: str, message: str, param: str | None = None):
+        if code not in ERROR_STATUS:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(message)
+        self.code, self.message, self.param = code, message, param
+
+    @property
+    def status(self) -> int:
+        return ERROR_STATUS[self.code]
+
+    def encode(self) -> str:
+        return _ERROR_MARK + json.dumps({"code": self.code, "message": self.message, "param": self.param})
+
+    @classmethod
+    def decode(cls, text: str | None) -> ModelError | None:
+        """The error `encode()` wrote into `text` (anywhere in it), or None."""
+        _, mark, data = (text or "").partition(_ERROR_MARK)
+        if not mark:
+            return None
+        try:
+            fields, _ = json.JSONDecoder().raw_decode(data)
+            return cls(str(fields["code"]), str(fields["message"]), fields.get("param"))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+# -- Chat engine limits ------------------------------------------------------------------------------------
+MAX_N = 16  # choices per request
+MAX_LOGPROBS = 20  # top logprobs per token (OpenAI: 20 for chat, 5 for completions; vLLM: 20)
+MAX_STOP_SEQUENCES = 16
 
 # Requests share cached prompt prefixes only when their `cache_salt` (vLLM's name) is equal; the frontend sends
 # each API key's own. Only our chat engine (triton_models/llm, llava) takes it: the vLLM backend's

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -15,6 +14,7 @@ from frontend.services.generation import (
     Generation,
     Tally,
     cache_salt,
+    collect_all,
     TokenLogprob,
     assemble,
     merged,
@@ -44,14 +44,19 @@ def completion_logprobs(tokens: list[TokenLogprob], offset: int) -> dict:
 
 
 class CompletionService:
-    def __init__(self, backend: Backend, registry: ModelRegistry, shared_prefix_cache: bool = False):
+    def __init__(self, backend: Backend, registry: ModelRegistry, shared_prefix_cache: bool = False,
+                 max_prompts: int = 32):
         self.backend = backend
         self.registry = registry
         self.shared_prefix_cache = shared_prefix_cache
+        self.max_prompts = max_prompts
 
     async def create(self, request: CompletionRequest, ctx: RequestContext,
                      is_disconnected: Callable[[], Awaitable[bool]]) -> dict | AsyncIterator[dict]:
         """A `text_completion` dict, or (stream=true) its chunks, every generation started already."""
+        if len(request.prompts) > self.max_prompts:
+            raise InvalidRequest(f"at most {self.max_prompts} prompts per request, got {len(request.prompts)}",
+                                 param="prompt")
         model = await self.registry.get(request.model, *TASKS_COMPLETIONS)
         if request.echo and request.logprobs is not None:
             raise InvalidRequest("echo with logprobs is not supported (no prompt logprobs)", param="echo",
@@ -69,7 +74,7 @@ class CompletionService:
         if request.stream:
             await cancel_on_disconnect(start_all(generations), is_disconnected)
             return self._chunks(generations, request, head)
-        results = await cancel_on_disconnect(asyncio.gather(*(g.collect() for g in generations)), is_disconnected)
+        results = await cancel_on_disconnect(collect_all(generations), is_disconnected)
         tally, choices = Tally(), []
         for p, (prompt, steps) in enumerate(zip(request.prompts, results)):
             for step in steps:

@@ -27,6 +27,7 @@ from frontend.protocol.generation import GenerationRequest
 from frontend.registry import ServedModel
 from frontend.triton import Backend, Tensors
 from frontend.usage import Usage
+from triton_models.contract import CONTEXT_LENGTH_EXCEEDED
 
 TASKS_CHAT = ("chat",)
 TASKS_COMPLETIONS = ("completions", "chat")  # a chat model completes plain prompts too
@@ -197,9 +198,8 @@ class Generation:
             raise APIError("the model ended the request without a response") from None
         except APIError as exc:
             await self.aclose()
-            if exc.code == "context_length_exceeded":
+            if exc.code == CONTEXT_LENGTH_EXCEEDED:  # the engine knows the prompt, the frontend its field
                 exc.param = self.param
-                exc.message = exc.message.removeprefix("context_length_exceeded: ")
             raise
         except BaseException:
             await self.aclose()
@@ -228,12 +228,31 @@ class Generation:
 
 
 async def start_all(generations: list[Generation]) -> None:
-    """Start every generation; if one fails, close the others and raise its error."""
-    results = await asyncio.gather(*(g.start() for g in generations), return_exceptions=True)
-    errors = [r for r in results if isinstance(r, BaseException)]
-    if errors:
+    """Start every generation; the first failure cancels the others (and closes their Triton streams)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for generation in generations:
+                group.create_task(generation.start())
+    except BaseExceptionGroup as failed:
         await asyncio.gather(*(g.aclose() for g in generations), return_exceptions=True)
-        raise errors[0]
+        raise _first(failed) from None
+
+
+async def collect_all(generations: list[Generation]) -> list[list[Step]]:
+    """Every generation's steps; the first failure cancels the others, so none runs on unread and unpaid."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(generation.collect()) for generation in generations]
+    except BaseExceptionGroup as failed:
+        raise _first(failed) from None
+    return [task.result() for task in tasks]
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    """The error that failed a task group (the others are the cancellations it caused)."""
+    errors = [e for e in group.exceptions if not isinstance(e, asyncio.CancelledError)]
+    first = errors[0] if errors else group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 async def merged(generations: list[Generation]) -> AsyncIterator[tuple[int, Step]]:

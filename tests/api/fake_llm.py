@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from frontend.errors import from_triton
+from triton_models import contract
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}{{ eos_token }}"
@@ -55,11 +56,12 @@ class FakeLLM:
         n, max_tokens = params.get("n", 1), params.get("max_tokens")
         prompt_tokens = len(prompt.split())
         if self.overloaded:
-            raise from_triton("StatusCode.UNAVAILABLE", "overloaded: 1 requests are already waiting (max_queue)")
+            raise from_triton("StatusCode.UNAVAILABLE", contract.ModelError(
+                contract.OVERLOADED, "1 requests are already waiting (max_queue); retry later").encode())
         if prompt_tokens + (max_tokens or 1) > self.context_length:
-            raise from_triton("StatusCode.INVALID_ARGUMENT",
-                              f"context_length_exceeded: this model's maximum context length is "
-                              f"{self.context_length} tokens, but {prompt_tokens + (max_tokens or 0)} were requested")
+            raise from_triton("StatusCode.INVALID_ARGUMENT", contract.ModelError(
+                contract.CONTEXT_LENGTH_EXCEEDED, f"this model's maximum context length is {self.context_length} "
+                f"tokens, but {prompt_tokens + (max_tokens or 0)} were requested").encode())
         limit = max_tokens or self.context_length - prompt_tokens
         greedy = params.get("temperature", 1.0) == 0
         choices = []
