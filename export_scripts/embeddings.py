@@ -27,6 +27,9 @@ from export_scripts.common import (
 log = logging.getLogger(__name__)
 
 DEFAULT_NAME = "all-minilm-l6-v2"
+# Optional INT32 [1] input of the tokenizer and the ensemble: keep each text's last k tokens (vLLM's name and
+# side); frontend.services.embeddings sends it and checks `truncation_side` before it does.
+TRUNCATE_INPUT = "truncate_prompt_tokens"
 MIN_COSINE = 0.9999
 PARITY_SENTENCES = [
     "hello",
@@ -150,6 +153,8 @@ def export(model: str, name: str, dirs: dict[str, Path], args: argparse.Namespac
     st = load_sentence_transformer(model)
     max_length = int(st.max_seq_length)
     dim = int(st.get_sentence_embedding_dimension())
+    # Ids the encoder can look up and the tokenizer can produce; the frontend refuses others before the call.
+    vocab_size = min(len(st.tokenizer), int(encoder_rows(st)))
     tokenizer_version = dirs["tokenizer"] / "1"
     encoder_version = dirs["encoder"] / "1"
     for version_dir in (tokenizer_version, encoder_version, dirs["ensemble"] / "1"):  # ensembles need one too
@@ -170,14 +175,24 @@ def export(model: str, name: str, dirs: dict[str, Path], args: argparse.Namespac
     write_python_shim(tokenizer_version, "triton_models.tokenizer")
     write_config(dirs["tokenizer"], tokenizer_config(dirs["tokenizer"].name, max_length))
     write_config(dirs["encoder"], encoder_config(dirs["encoder"].name, dim, args.max_batch, args.threads))
-    write_config(dirs["ensemble"], ensemble_config(name, dirs, dim, max_length, args.max_batch))
-    return {"source": model, "dimensions": dim, "max_input_tokens": max_length, "parity_cosine": cosine}
+    write_config(dirs["ensemble"], ensemble_config(name, dirs, dim, max_length, args.max_batch, vocab_size))
+    return {"source": model, "dimensions": dim, "max_input_tokens": max_length, "vocab_size": vocab_size,
+            "parity_cosine": cosine}
+
+
+def encoder_rows(st) -> int:
+    """Rows of the transformer's token embedding table."""
+    return list(st)[0].auto_model.get_input_embeddings().num_embeddings
+
+
+def truncate_input() -> dict:
+    return {"name": TRUNCATE_INPUT, "data_type": "TYPE_INT32", "dims": [1], "optional": True}
 
 
 def tokenizer_config(name: str, max_length: int) -> dict:
     return {
         "name": name, "backend": "python", "max_batch_size": 0,
-        "input": [{"name": "text_input", "data_type": "TYPE_STRING", "dims": [-1]}],
+        "input": [{"name": "text_input", "data_type": "TYPE_STRING", "dims": [-1]}, truncate_input()],
         "output": [
             {"name": "input_ids", "data_type": "TYPE_INT64", "dims": [-1, -1]},
             {"name": "attention_mask", "data_type": "TYPE_INT64", "dims": [-1, -1]},
@@ -203,17 +218,18 @@ def encoder_config(name: str, dim: int, max_batch: int, threads: int) -> dict:
     }
 
 
-def ensemble_config(name: str, dirs: dict[str, Path], dim: int, max_length: int, max_batch: int) -> dict:
+def ensemble_config(name: str, dirs: dict[str, Path], dim: int, max_length: int, max_batch: int,
+                    vocab_size: int) -> dict:
     return {
         "name": name, "platform": "ensemble", "max_batch_size": 0,
-        "input": [{"name": "text_input", "data_type": "TYPE_STRING", "dims": [-1]}],
+        "input": [{"name": "text_input", "data_type": "TYPE_STRING", "dims": [-1]}, truncate_input()],
         "output": [
             {"name": "embedding", "data_type": "TYPE_FP32", "dims": [-1, dim]},
             {"name": "num_input_tokens", "data_type": "TYPE_INT32", "dims": [-1]},
         ],
         "ensemble_scheduling": {"step": [
             {"model_name": dirs["tokenizer"].name, "model_version": -1,
-             "input_map": {"text_input": "text_input"},
+             "input_map": {"text_input": "text_input", TRUNCATE_INPUT: TRUNCATE_INPUT},
              "output_map": {"input_ids": "_input_ids", "attention_mask": "_attention_mask",
                             "num_input_tokens": "num_input_tokens"}},
             {"model_name": dirs["encoder"].name, "model_version": -1,
@@ -223,6 +239,7 @@ def ensemble_config(name: str, dirs: dict[str, Path], dim: int, max_length: int,
         # What the frontend needs to serve this model; read from here, not from a second list.
         "parameters": parameters(
             openai_task="embeddings", embedding_dim=dim, max_input_tokens=max_length,
-            max_inputs_per_request=max_batch, token_input_model=dirs["encoder"].name,
+            max_inputs_per_request=max_batch, token_input_model=dirs["encoder"].name, vocab_size=vocab_size,
+            truncation_side="left",
         ),
     }

@@ -17,7 +17,7 @@ from fastapi import Depends, Request
 from frontend.auth import METRICS, ApiKey, KeyStore
 from frontend.cache import DEFAULT_MODEL_TASKS, lookup
 from frontend.context import RequestContext, context_of
-from frontend.errors import APIError, AuthenticationError, NotFound, PermissionDenied, RateLimited
+from frontend.errors import APIError, AuthenticationError, NotFound, PermissionDenied, RateLimited, check_unicode
 from frontend.metrics import NO_MODEL, UNKNOWN_MODEL, Metrics
 from frontend.ratelimit import RateLimiter
 from frontend.registry import ModelRegistry, ServedModel
@@ -41,6 +41,7 @@ def admitted(scope: str):
             log.info("refused %s %s: %s", request.method, request.url.path, error.code)
             raise
         body = await _json_body(request)
+        check_unicode(body)  # before the cache key or a label is made of it: a lone surrogate is the client's
         model = await _label(services.registry, ctx, request.url.path, body)
         await admit_key(services.limiter, services.metrics, ctx, key, _units(request.url.path, body))
         if body is not None:

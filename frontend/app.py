@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 
+from frontend import openapi
 from frontend.admission import admitted, named_key_admission
 from frontend.auth import ADMIN, INFERENCE, METRICS, KeyStore, Limits
 from frontend.cache import CacheHit, CacheRecorder, ReplayedResponse, ResponseCache
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
 
     app = FastAPI(title="modelgate", summary="OpenAI-compatible API served by NVIDIA Triton", lifespan=lifespan)
     install_handlers(app)
+    openapi.install(app)  # error responses documented with the envelope; no 422
 
     @app.exception_handler(CacheHit)
     async def _replay(request: Request, hit: CacheHit):

@@ -124,11 +124,14 @@ class ResponseCache:
         self._entries: TTLCache = TTLCache(maxsize=max_bytes, ttl=ttl_s, timer=timer,
                                            getsizeof=lambda r: r.size)
 
-    def key(self, tenant: str, model: str, version: str, path: str, body: dict) -> str:
+    def key(self, tenant: str, model: str, version: str, path: str, body: dict) -> str | None:
         """Exact-match key: tenant (unless global), path, model and version, every output-changing field."""
         fields = {k: v for k, v in body.items() if k not in IGNORED_FIELDS and k != "model"}
-        canonical = orjson.dumps([tenant if self.scope == "key" else "", path, model, version, fields],
-                                 option=orjson.OPT_SORT_KEYS)
+        try:
+            canonical = orjson.dumps([tenant if self.scope == "key" else "", path, model, version, fields],
+                                     option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # not JSON orjson can write (an integer past 64 bits): never cached
+            return None
         return hashlib.sha256(canonical).hexdigest()
 
     def get(self, key: str) -> CachedResponse | None:
@@ -195,6 +198,8 @@ def lookup(cache: ResponseCache | None, metrics: Metrics, ctx: RequestContext, m
     no_store = "no-store" in directives
     bypass = no_store or "no-cache" in directives or bypass_header in ("1", "true")
     key = cache.key(ctx.tenant, model.name, model.version, path, body)
+    if key is None:
+        return
     if not bypass:
         hit = cache.get(key)
         if hit is not None:

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from frontend.protocol.common import FieldError
+from frontend.protocol.common import FieldError, unicode_problem
 from triton_models import contract
 
 log = logging.getLogger(__name__)
@@ -171,9 +171,12 @@ def _path(loc) -> str | None:
     return ".".join(str(p) for p in loc if p != "body" and not (isinstance(p, str) and _TAG.search(p))) or None
 
 
-def _member(loc) -> str | None:
-    tag = next((p for p in loc if isinstance(p, str) and _TAG.search(p)), None)
-    return None if tag is None or tag.startswith("function-") else re.sub(r"constrained-(\w+)", r"\1", tag)
+def _member(loc) -> tuple[str, str] | None:
+    """(the union field's path, the member's type) of an error inside a union, or None."""
+    at = next((i for i, p in enumerate(loc) if isinstance(p, str) and _TAG.search(p)), None)
+    if at is None or loc[at].startswith("function-"):
+        return None
+    return _path(loc[:at]) or "", re.sub(r"constrained-(\w+)", r"\1", loc[at])
 
 
 def _validation_error(exc: RequestValidationError) -> InvalidRequest:
@@ -192,10 +195,10 @@ def _validation_error(exc: RequestValidationError) -> InvalidRequest:
         return InvalidRequest(_named(param, str(cause)), param=param, code=cause.code)
     param = _path(first.get("loc", ()))
     message = first.get("msg", "invalid value").removeprefix("Value error, ")
-    same_place = [e for e in errors if _path(e.get("loc", ())) == param and e.get("type", "").endswith("_type")]
-    members = list(dict.fromkeys(m for m in (_member(e.get("loc", ())) for e in same_place) if m))
-    if first.get("type", "").endswith("_type") and len(members) > 1:
-        message = f"has the wrong type; expected one of: {', '.join(members)}"
+    union = _member(first.get("loc", ()))
+    if first.get("type", "").endswith("_type") and union is not None:  # no member took it: list them all
+        members = dict.fromkeys(m[1] for m in (_member(e.get("loc", ())) for e in errors) if m and m[0] == union[0])
+        message = f"has the wrong type; {union[0] or 'the body'} must be one of: {', '.join(members)}"
     elif message.startswith("Input should"):
         message = "must" + message.removeprefix("Input should")
     return InvalidRequest(_named(param, message), param=param)
@@ -204,6 +207,14 @@ def _validation_error(exc: RequestValidationError) -> InvalidRequest:
 def _named(param: str | None, message: str) -> str:
     """The message, starting with the field it concerns."""
     return message if not param or message.startswith(param) else f"{param}: {message}"
+
+
+def check_unicode(body) -> None:
+    """Refuse a parsed JSON body holding an unpaired surrogate (valid JSON, not text) before anything encodes
+    it (cache keys, logs, Triton tensors); the request models check again, for bodies read elsewhere."""
+    problem = unicode_problem(body)
+    if problem is not None:
+        raise InvalidRequest(str(problem), param=problem.field)
 
 
 def error_response(error: APIError, headers: dict | None = None) -> JSONResponse:

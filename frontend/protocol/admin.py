@@ -11,12 +11,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
+from frontend.protocol.common import Strict, StrictRequest
+
 Count = Annotated[StrictInt, Field(ge=0)]
 Positive = Annotated[StrictInt, Field(ge=1)]
 
 
-class Closed(BaseModel):
+class Closed(Strict):
     model_config = ConfigDict(extra="forbid")  # our own API: a misspelt field is an error, not ignored
+
+
+class ClosedRequest(StrictRequest):
+    model_config = ConfigDict(extra="forbid")
 
 
 class InstanceGroup(Closed):
@@ -58,14 +64,14 @@ class ConfigOverride(Closed):
     parameters: dict[str, StringParameter] | None = None
 
 
-class LoadRequest(Closed):
+class LoadRequest(ClosedRequest):
     model: str = Field(min_length=1)
     # A ConfigOverride in Triton's JSON shape (e.g. {"instance_group": [{"count": 2, "kind": "KIND_CPU"}]}),
     # checked by the admin service against the model's kind, so that a refusal names the exact key.
     config: dict[str, Any] | None = None
 
 
-class UnloadRequest(Closed):
+class UnloadRequest(ClosedRequest):
     model: str = Field(min_length=1)
     unload_dependents: bool = False
 

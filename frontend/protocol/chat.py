@@ -6,17 +6,17 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from frontend.protocol.common import Strict
 from frontend.protocol.generation import CompletionUsage, GenerationRequest
+from triton_models.contract import MAX_LOGPROBS
 
-MAX_TOP_LOGPROBS = 20
 
-
-class ImageURL(BaseModel):
+class ImageURL(Strict):
     url: str  # a data URI, or an http(s) URL the frontend fetches (frontend/images_fetch.py)
     detail: Literal["auto", "low", "high"] | None = None  # accepted; the model's own processor sets the size
 
 
-class ContentPart(BaseModel):
+class ContentPart(Strict):
     """One part of a message's content: `text`, or `image_url` for models that take images (checked by the
     service, by index)."""
 
@@ -27,7 +27,7 @@ class ContentPart(BaseModel):
     image_url: ImageURL | None = None
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(Strict):
     model_config = ConfigDict(extra="allow")  # tool_calls, tool_call_id, audio...: refused by the service
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -44,7 +44,7 @@ class ChatCompletionRequest(GenerationRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
-    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
 
     @model_validator(mode="after")
     def _top_logprobs_needs_logprobs(self):

@@ -6,10 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from frontend.protocol.common import UnsupportedField
+from frontend.protocol.common import FieldError, UnsupportedField
 from frontend.protocol.generation import CompletionUsage, GenerationRequest
-
-MAX_LOGPROBS = 20  # OpenAI allows 5; vLLM (and this server) up to 20
+from triton_models.contract import MAX_LOGPROBS  # OpenAI allows 5; vLLM (and this server) up to 20
 
 
 class CompletionRequest(GenerationRequest):
@@ -26,9 +25,15 @@ class CompletionRequest(GenerationRequest):
     def _prompt(cls, value):
         if isinstance(value, list):
             if not value:
-                raise ValueError("prompt must not be empty")
+                raise ValueError("prompt must not be an empty list")
             if not all(isinstance(p, str) for p in value):
                 raise ValueError("token-id prompts are not supported by this server; send text")
+        # An empty prompt gives the engine nothing to continue (OpenAI's own models would start from
+        # <|endoftext|>, which is model-specific): refused rather than failed inside Triton.
+        for index, text in enumerate([value] if isinstance(value, str) else value):
+            if not text:
+                raise FieldError("prompt" if isinstance(value, str) else f"prompt.{index}",
+                                 "prompt must not be an empty string")
         return value
 
     @model_validator(mode="after")

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from frontend.protocol.common import OpenAIRequest
-from triton_models.contract import MAX_CACHE_SALT_CHARS
-
-MAX_STOP_SEQUENCES = 16
+from frontend.protocol.common import OpenAIRequest, Strict
+from triton_models.contract import MAX_CACHE_SALT_CHARS, MAX_N, MAX_STOP_SEQUENCES
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(Strict):
     include_usage: bool = False
 
 
@@ -27,8 +25,8 @@ class GenerationRequest(OpenAIRequest):
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    n: int = Field(1, ge=1, le=128)
-    stop: str | list[str] | None = None
+    n: int = Field(1, ge=1, le=MAX_N)  # the chat engine's limit (triton_models/contract.py)
+    stop: str | Annotated[list[str], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
@@ -50,13 +48,6 @@ class GenerationRequest(OpenAIRequest):
             if neutral:
                 data = {k: v for k, v in data.items() if k not in neutral}
         return data
-
-    @field_validator("stop")
-    @classmethod
-    def _stop(cls, value):
-        if isinstance(value, list) and len(value) > MAX_STOP_SEQUENCES:
-            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences")
-        return value
 
     @model_validator(mode="after")
     def _stream_options(self):

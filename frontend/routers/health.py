@@ -1,5 +1,7 @@
 from fastapi import APIRouter, Request
 
+from frontend.openapi import errors
+
 router = APIRouter()
 
 
@@ -9,7 +11,7 @@ async def health():
     return {"status": "ok"}
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", responses=errors(503))
 async def ready(request: Request):
     """Ready: Triton is up and the served models are loaded (503 envelope otherwise)."""
     return await request.app.state.services.models.readiness()

@@ -1,9 +1,13 @@
 from fastapi import APIRouter, Request, Response
 
+from frontend.openapi import errors
+
 router = APIRouter()
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
+                       **errors(401, 403, 429)})
 @router.get("/admin/metrics", response_class=Response, include_in_schema=False)
 async def metrics(request: Request):
     """Prometheus text format (open, or a key with the metrics/admin scope: MODELGATE_METRICS_PUBLIC)."""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from frontend.app import create_app
-from frontend.errors import APIError
+from frontend.errors import APIError, ContextLengthExceeded
 from frontend.settings import Settings
 from tests.api import fake_llm
 
@@ -29,11 +29,12 @@ class FakeBackend:
 
     def __init__(self):
         self.ready = True
-        self.fail: APIError | None = None
+        self.fail: Exception | None = None
         self.calls: list[tuple[str, dict]] = []
         self.models = {
             "emb": {"openai_task": "embeddings", "embedding_dim": str(DIM), "max_input_tokens": "16",
-                    "max_inputs_per_request": "2", "token_input_model": "emb_encoder"},
+                    "max_inputs_per_request": "2", "token_input_model": "emb_encoder",
+                    "vocab_size": "1000", "truncation_side": "left"},
             "emb_encoder": {},
             "emb_tokenizer": {},
             "llm": dict(fake_llm.PARAMETERS),
@@ -60,10 +61,17 @@ class FakeBackend:
         self.calls.append((model, inputs))
         if self.fail:
             raise self.fail
-        if model == "emb":
+        if model == "emb":  # a word is a token, plus two special ones, as the tokenizer model counts
             texts = [t.decode() for t in inputs["text_input"]]
+            if "truncate_prompt_tokens" in inputs:  # keep the last words, as the tokenizer model does
+                keep = int(inputs["truncate_prompt_tokens"][0]) - 2
+                texts = [" ".join(t.split()[-keep:]) for t in texts]
+            lengths = [len(t.split()) + 2 for t in texts]
+            limit = int(self.models["emb"]["max_input_tokens"])
+            if max(lengths) > limit:
+                raise ContextLengthExceeded(f"This model's maximum context length is {limit} tokens", param="input")
             return {"embedding": np.stack([fake_vector(t) for t in texts]),
-                    "num_input_tokens": np.array([len(t.split()) + 2 for t in texts], dtype=np.int32)}
+                    "num_input_tokens": np.array(lengths, dtype=np.int32)}
         if model == "emb_encoder":
             rows = [ids[mask == 1].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
             return {"embedding": np.stack([fake_vector(str(r)) for r in rows])}

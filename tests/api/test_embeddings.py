@@ -71,7 +71,7 @@ async def test_token_ids_over_the_context_are_400(client):
     ({"model": "emb", "input": ""}, "input"),
     ({"model": "emb", "input": []}, "input"),
     ({"model": "emb", "input": [[]]}, "input"),
-    ({"model": "emb", "input": [1, -2]}, "input"),
+    ({"model": "emb", "input": [1, -2]}, "input.1"),
     ({"model": "emb", "input": [1, "a"]}, None),
     ({"model": "emb", "input": "x", "encoding_format": "int8"}, "encoding_format"),
     ({"model": "emb", "input": "x", "dimensions": 0}, "dimensions"),
@@ -124,3 +124,65 @@ async def test_chunked_body_over_the_limit_is_413(client):
 
     r = await client.post("/v1/embeddings", content=chunks(), headers={"content-type": "application/json"})
     assert_error(r, 413)
+
+
+@pytest.mark.parametrize("ids", [[1, 1000], [[5], [2**63]], [2**64 - 1]])
+async def test_token_ids_outside_the_vocabulary_are_400_naming_input(client, backend, ids):
+    """LangChain's OpenAIEmbeddings sends tiktoken ids by default: the message says how to send text."""
+    error = assert_error(await client.post("/v1/embeddings", json={"model": "emb", "input": ids}), 400,
+                         param="input", code="invalid_token_ids")
+    assert "check_embedding_ctx_length=False" in error["message"] and "1000 tokens" in error["message"]
+    assert not backend.calls
+
+
+async def test_the_last_id_of_the_vocabulary_is_accepted(client):
+    assert (await client.post("/v1/embeddings", json={"model": "emb", "input": [0, 999]})).status_code == 200
+
+
+async def test_ids_are_bounded_even_when_the_model_publishes_no_vocabulary(client, backend):
+    del backend.models["emb"]["vocab_size"]
+    error = assert_error(await client.post("/v1/embeddings", json={"model": "emb", "input": [2**63]}), 400,
+                         param="input")
+    assert "check_embedding_ctx_length=False" in error["message"]
+
+
+@pytest.mark.parametrize("truncate", [16, -1])
+async def test_truncate_prompt_tokens_keeps_the_last_token_ids(client, backend, truncate):
+    body = {"model": "emb", "input": list(range(40)), "truncate_prompt_tokens": truncate}
+    r = await client.post("/v1/embeddings", json=body)
+    assert r.status_code == 200, r.text
+    sent = backend.calls[-1][1]
+    assert sent["input_ids"][0].tolist() == list(range(24, 40))
+    assert r.json()["usage"]["prompt_tokens"] == 16
+
+
+async def test_truncate_prompt_tokens_asks_the_tokenizer_model_for_text(client, backend):
+    text = " ".join(f"w{i}" for i in range(30))
+    body = {"model": "emb", "input": [text, "short"], "truncate_prompt_tokens": 5}
+    r = await client.post("/v1/embeddings", json=body)
+    assert r.status_code == 200, r.text
+    assert backend.calls[-1][1]["truncate_prompt_tokens"].tolist() == [5]
+    assert r.json()["usage"]["prompt_tokens"] == 5 + 3
+
+
+async def test_without_truncation_a_long_text_is_400_saying_how_to_truncate(client, backend):
+    text = " ".join(f"w{i}" for i in range(30))
+    error = assert_error(await client.post("/v1/embeddings", json={"model": "emb", "input": text}), 400,
+                         code="context_length_exceeded")
+    assert "truncate_prompt_tokens" in error["message"]
+    assert "truncate_prompt_tokens" not in backend.calls[-1][1]
+
+
+@pytest.mark.parametrize("truncate", [0, 17, -2, "5"])
+async def test_truncate_prompt_tokens_out_of_range_is_400(client, truncate):
+    body = {"model": "emb", "input": "x", "truncate_prompt_tokens": truncate}
+    assert_error(await client.post("/v1/embeddings", json=body), 400, param="truncate_prompt_tokens")
+
+
+async def test_a_model_whose_tokenizer_cannot_truncate_says_so(client, backend):
+    del backend.models["emb"]["truncation_side"]
+    body = {"model": "emb", "input": "x", "truncate_prompt_tokens": 4}
+    assert_error(await client.post("/v1/embeddings", json=body), 400, param="truncate_prompt_tokens",
+                 code="unsupported_parameter")
+    body["input"] = [1, 2, 3, 4, 5]  # token ids: the frontend cuts them itself
+    assert (await client.post("/v1/embeddings", json=body)).status_code == 200

@@ -59,6 +59,22 @@ def test_token_ids_and_dimensions(openai_client, reference):
     assert len(short) == 64 and np.linalg.norm(short) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_truncate_prompt_tokens_keeps_the_last_tokens_as_vllm_does(openai_client, reference):
+    """LlamaIndex's 1024-token chunks on a 256-token model: opt in, and each input keeps its last tokens."""
+    text = "word " * 400 + "and the end of the chunk"
+    ids = reference.tokenizer(text)["input_ids"]  # [CLS] ... [SEP]
+    kept = [ids[0], *ids[1:-1][-254:], ids[-1]]  # special tokens stay; the text is cut from the left
+    truncated = openai_client.embeddings.create(model=MODEL, input=[text, "short"], encoding_format="float",
+                                                extra_body={"truncate_prompt_tokens": -1})
+    assert truncated.usage.prompt_tokens == 256 + len(reference.tokenizer("short")["input_ids"])
+    by_ids = openai_client.embeddings.create(model=MODEL, input=[kept], encoding_format="float")
+    assert cosines([truncated.data[0].embedding], [by_ids.data[0].embedding])[0] >= MIN_COSINE
+    cut = openai_client.embeddings.create(model=MODEL, input=[ids], encoding_format="float",
+                                          extra_body={"truncate_prompt_tokens": 10})
+    last_ten = openai_client.embeddings.create(model=MODEL, input=[ids[-10:]], encoding_format="float")
+    assert cosines([cut.data[0].embedding], [last_ten.data[0].embedding])[0] >= MIN_COSINE
+
+
 def test_errors_are_openai_errors(openai_client):
     with pytest.raises(openai.NotFoundError) as not_found:
         openai_client.embeddings.create(model="no-such-model", input="x")

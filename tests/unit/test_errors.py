@@ -1,6 +1,7 @@
 import pytest
 
 from frontend import errors
+from triton_models import contract
 
 
 @pytest.mark.parametrize("status, cls, http", [
@@ -17,15 +18,21 @@ def test_grpc_status_maps_once_to_http(status, cls, http):
     assert type(error) is cls and error.status == http
 
 
-def test_ensemble_prefix_is_removed_and_context_errors_are_recognised():
-    error = errors.from_triton("StatusCode.INVALID_ARGUMENT",
-                               "in ensemble 'emb', This model's maximum context length is 256 tokens, but ...")
+def test_a_model_error_is_decoded_from_the_message_whatever_triton_puts_before_it():
+    text = "in ensemble 'emb', " + contract.ModelError(contract.CONTEXT_LENGTH_EXCEEDED, "too long", "input").encode()
+    error = errors.from_triton("StatusCode.INVALID_ARGUMENT", text)
     assert isinstance(error, errors.ContextLengthExceeded)
-    assert error.message.startswith("This model's maximum") and error.code == "context_length_exceeded"
+    assert (error.message, error.param, error.code) == ("too long", "input", "context_length_exceeded")
 
 
-def test_overloaded_message_wins_over_status():
-    assert isinstance(errors.from_triton("StatusCode.UNAVAILABLE", "engine overloaded: queue full"), errors.Overloaded)
+def test_a_model_error_code_wins_over_the_grpc_status():
+    text = contract.ModelError(contract.OVERLOADED, "engine overloaded: queue full").encode()
+    assert isinstance(errors.from_triton("StatusCode.INTERNAL", text), errors.Overloaded)
+
+
+def test_plain_text_is_never_classified_by_its_words():
+    error = errors.from_triton("StatusCode.UNAVAILABLE", "engine overloaded: queue full")
+    assert type(error) is errors.ServiceUnavailable
 
 
 def test_envelope_shape():
