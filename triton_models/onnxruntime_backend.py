@@ -12,7 +12,9 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 from triton_models import config_parameters, version_file
-from triton_models.ort_runner import OrtRunner, create_session, execution_providers, thread_count
+from triton_models.contract import ModelError
+from triton_models.errors import error_response, internal_error
+from triton_models.ort_runner import OrtRunner, create_session, execution_providers, thread_count, token_id_inputs
 
 
 class TritonPythonModel:
@@ -23,12 +25,14 @@ class TritonPythonModel:
         path = version_file(version_dir, filename, "default_model_filename")
         params = config_parameters(config)
         threads = thread_count(params)
+        self.name = config["name"]
         self.inputs = [i["name"] for i in config["input"]]
         outputs = [o["name"] for o in config["output"]]
         session = create_session(path, threads, execution_providers(params))
-        self.runner = OrtRunner(session, outputs, batching=config.get("max_batch_size", 0) > 0)
+        vocab = token_id_inputs(path)  # token ids are checked against the vocabulary before any run
+        self.runner = OrtRunner(session, outputs, batching=config.get("max_batch_size", 0) > 0, vocab_sizes=vocab)
         pb_utils.Logger.log_info(f"onnxruntime stand-in: loaded {path.name}, {threads or 'default'} threads, "
-                                f"{session.get_providers()[0]}")
+                                 f"{session.get_providers()[0]}, token ids checked on {vocab or 'no inputs'}")
 
     def execute(self, requests):
         feeds = []
@@ -39,12 +43,14 @@ class TritonPythonModel:
                 if tensor is not None:
                     tensors[name] = tensor.as_numpy()
             feeds.append(tensors)
-        responses = []
-        for result in self.runner.run_many(feeds):
-            if isinstance(result, Exception):
-                error = pb_utils.TritonError(str(result), pb_utils.TritonError.INVALID_ARG)
-                responses.append(pb_utils.InferenceResponse(error=error))
-            else:
-                tensors = [pb_utils.Tensor(k, v) for k, v in result.items()]
-                responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
-        return responses
+        return [self._response(result) for result in self.runner.run_many(feeds)]
+
+    def _response(self, result):
+        """The one place this backend's failures become responses: a ModelError as it is, anything else (ONNX
+        Runtime's own words, node names) logged and reported without its details."""
+        if isinstance(result, ModelError):
+            return error_response(result)
+        if isinstance(result, Exception):
+            pb_utils.Logger.log_error(f"{self.name}: run failed: {result!r}")
+            return error_response(internal_error())
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(k, v) for k, v in result.items()])

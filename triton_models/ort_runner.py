@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from triton_models.contract import INVALID_REQUEST, INVALID_TOKEN_IDS, ModelError
+
 THREADS_ENV = "MODELGATE_ORT_THREADS"
 PROVIDERS_ENV = "MODELGATE_ORT_PROVIDERS"
 CUDA = "CUDAExecutionProvider"
@@ -70,50 +72,127 @@ def create_session(path: Path, threads: int = 0, providers: Sequence[str] | None
 
 
 class OrtRunner:
-    """Runs one ONNX model for a list of requests, merging compatible requests into one batch."""
+    """Runs one ONNX model for a list of requests, merging compatible requests into one batch.
 
-    def __init__(self, session: ort.InferenceSession, output_names: Sequence[str], batching: bool):
+    Each request is checked on its own first (input names, types, shapes, token ids within the vocabulary),
+    so a bad one fails alone with a ModelError that says what to send, and never reaches a batch.
+    """
+
+    def __init__(self, session: ort.InferenceSession, output_names: Sequence[str], batching: bool,
+                 vocab_sizes: dict[str, int] | None = None):
         self.session = session
         self.output_names = list(output_names)
         self.batching = batching
-        self._dtypes = {i.name: _numpy_dtype(i.type) for i in session.get_inputs()}
+        self.vocab_sizes = dict(vocab_sizes or {})  # input name -> rows of the embedding table it indexes
+        self._inputs = {i.name: (_numpy_dtype(i.type), i.shape) for i in session.get_inputs()}
 
-    def _feeds(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        unknown = set(inputs) - set(self._dtypes)
+    def check(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The request's feeds in the model's dtypes, or a ModelError naming what is wrong with them."""
+        unknown = sorted(set(inputs) - set(self._inputs))
         if unknown:
-            raise ValueError(f"unexpected inputs {sorted(unknown)}")
-        return {k: np.ascontiguousarray(v, dtype=self._dtypes[k]) for k, v in inputs.items()}
+            raise ModelError(INVALID_REQUEST, f"this model has no input(s) {unknown}; it takes {sorted(self._inputs)}")
+        feeds, named = {}, {}  # named: symbolic dimension -> (size, input), which inputs must agree on
+        for name, value in inputs.items():
+            dtype, shape = self._inputs[name]
+            feeds[name] = _cast(name, value, dtype)
+            if not _fits(feeds[name].shape, shape):
+                expected = "[" + ", ".join(str(_dim(d)) for d in shape) + "]"
+                raise ModelError(INVALID_REQUEST, f"input {name} has shape {list(value.shape)}; this model takes "
+                                                  f"{expected}")
+            for size, dim in zip(value.shape, shape):
+                if isinstance(dim, str) and named.setdefault(dim, (size, name))[0] != size:
+                    raise ModelError(INVALID_REQUEST, f"inputs {named[dim][1]} and {name} differ in their {dim} "
+                                                      f"dimension ({named[dim][0]} and {size})")
+            if name in self.vocab_sizes:
+                _check_token_ids(feeds[name], self.vocab_sizes[name])
+        return feeds
 
     def run_one(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = self.session.run(self.output_names, self._feeds(inputs))
+        outputs = self.session.run(self.output_names, self.check(inputs))
         return dict(zip(self.output_names, outputs))
 
     def run_many(self, requests: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray] | Exception]:
-        """One result per request: its outputs, or the exception that request caused."""
-        if self.batching and len(requests) > 1 and _stackable(requests):
+        """One result per request: its outputs, or the exception that request caused (a ModelError when it
+        was the request's fault). Requests of the same shape run as one batch."""
+        results: list[dict[str, np.ndarray] | Exception | None] = [None] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        feeds: list[dict[str, np.ndarray]] = [{}] * len(requests)
+        for i, request in enumerate(requests):
             try:
-                merged = {k: np.concatenate([r[k] for r in requests]) for k in requests[0]}
-                outputs = self.run_one(merged)
-            except Exception:  # noqa: BLE001 - fall back to one by one to find the culprit
-                pass
-            else:
-                sizes = np.cumsum([len(next(iter(r.values()))) for r in requests])[:-1]
-                split = {k: np.split(v, sizes) for k, v in outputs.items()}
-                return [{k: split[k][i] for k in split} for i in range(len(requests))]
-        results: list[dict[str, np.ndarray] | Exception] = []
-        for request in requests:
-            try:
-                results.append(self.run_one(request))
-            except Exception as exc:  # noqa: BLE001 - becomes this request's error response
-                results.append(exc)
-        return results
+                feeds[i] = self.check(request)
+            except ModelError as exc:
+                results[i] = exc
+                continue
+            key = tuple(sorted((k, v.shape[1:]) for k, v in feeds[i].items())) if self.batching else (i,)
+            groups.setdefault(key, []).append(i)
+        for members in groups.values():
+            if len(members) > 1:
+                try:
+                    merged = {k: np.concatenate([feeds[i][k] for i in members]) for k in feeds[members[0]]}
+                    outputs = self.session.run(self.output_names, merged)
+                except Exception:  # noqa: BLE001 - run them one by one: only the culprit fails
+                    pass
+                else:
+                    sizes = np.cumsum([len(next(iter(feeds[i].values()))) for i in members])[:-1]
+                    split = [np.split(v, sizes) for v in outputs]
+                    for j, i in enumerate(members):
+                        results[i] = {name: parts[j] for name, parts in zip(self.output_names, split)}
+                    continue
+            for i in members:
+                try:
+                    results[i] = dict(zip(self.output_names, self.session.run(self.output_names, feeds[i])))
+                except Exception as exc:  # noqa: BLE001 - becomes this request's error response
+                    results[i] = exc
+        return results  # type: ignore[return-value]
 
 
-def _stackable(requests: list[dict[str, np.ndarray]]) -> bool:
-    first = requests[0]
-    return all(
-        r.keys() == first.keys() and all(r[k].shape[1:] == first[k].shape[1:] for k in first) for r in requests
-    )
+def token_id_inputs(path: Path | str) -> dict[str, int]:
+    """Integer graph inputs that index an embedding table (a Gather over an initializer, perhaps after a Cast),
+    and the table's rows: the valid token ids are 0..rows-1. ONNX Runtime's Gather also takes negative ids
+    (counting from the end) and reports ids past the end with its node names: both are refused beforehand."""
+    import onnx  # noqa: PLC0415 - only the stand-in backend reads the graph
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    tables = {t.name: t.dims[0] for t in graph.initializer if t.dims}
+    integer = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
+    sources = {i.name: i.name for i in graph.input if i.type.tensor_type.elem_type in integer}
+    for node in graph.node:  # one Cast (or Identity) between the input and the Gather is common
+        if node.op_type in ("Cast", "Identity") and node.input and node.input[0] in sources:
+            sources[node.output[0]] = sources[node.input[0]]
+    sizes: dict[str, int] = {}
+    for node in graph.node:
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if node.op_type == "Gather" and axis == 0 and len(node.input) == 2 and node.input[0] in tables \
+                and node.input[1] in sources:
+            name = sources[node.input[1]]
+            sizes[name] = min(sizes.get(name, tables[node.input[0]]), tables[node.input[0]])
+    return sizes
+
+
+def _check_token_ids(ids: np.ndarray, vocab: int) -> None:
+    bad = (ids < 0) | (ids >= vocab)
+    if bad.any():
+        first = ids[bad].flat[0]
+        raise ModelError(INVALID_TOKEN_IDS, f"input holds token id {int(first)}, outside this model's vocabulary: "
+                                            f"valid token ids are 0 to {vocab - 1}", "input")
+
+
+def _cast(name: str, value: np.ndarray, dtype) -> np.ndarray:
+    try:
+        if value.dtype.kind in "OSU" and np.dtype(dtype).kind not in "OSU":
+            raise TypeError("strings")
+        return np.ascontiguousarray(value, dtype=dtype)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ModelError(INVALID_REQUEST, f"input {name} must hold {np.dtype(dtype).name} values") from exc
+
+
+def _dim(d) -> int | str:
+    return d if isinstance(d, int) and d >= 0 else "any"
+
+
+def _fits(shape: tuple[int, ...], expected: list) -> bool:
+    return len(shape) == len(expected) and all(not isinstance(e, int) or e < 0 or e == s
+                                               for s, e in zip(shape, expected))
 
 
 _ORT_TYPES = {

@@ -9,18 +9,24 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from triton_models.contract import CONTEXT_LENGTH_EXCEEDED, INVALID_REQUEST, ModelError
+from triton_models.errors import error_response
+
 TOKENIZER_FILE = "tokenizer.json"
 # Tensor names, checked against the generated config.pbtxt by tests/contract.
 INPUT = "text_input"
+TRUNCATE_INPUT = "truncate_prompt_tokens"  # optional INT32 [1]: keep each text's last k tokens (vLLM's side)
+INPUTS = (INPUT, TRUNCATE_INPUT)
 OUTPUTS = ("input_ids", "attention_mask", "num_input_tokens")
 
 
-class InputTooLong(ValueError):
-    """An input has more tokens than the model accepts."""
+class InputTooLong(ModelError, ValueError):
+    """An input has more tokens than the model accepts (CONTEXT_LENGTH_EXCEEDED; the frontend names `input`)."""
 
     def __init__(self, index: int, length: int, limit: int):
         super().__init__(
-            f"This model's maximum context length is {limit} tokens, but input {index} has {length} tokens"
+            CONTEXT_LENGTH_EXCEEDED,
+            f"This model's maximum context length is {limit} tokens, but input {index} has {length} tokens",
         )
         self.index, self.length, self.limit = index, length, limit
 
@@ -43,8 +49,17 @@ class TextTokenizer:
         self.max_length = max_length
         self.pad_id = _pad_id(folder, self.tokenizer)
 
-    def encode(self, texts: list[str]) -> Encoded:
-        encodings = self.tokenizer.encode_batch(texts)
+    def encode(self, texts: list[str], keep: int | None = None) -> Encoded:
+        """Token ids of `texts`; with `keep`, each text longer than that keeps its last `keep` tokens, special
+        tokens included (vLLM's `truncate_prompt_tokens`, from the left), instead of being refused."""
+        if keep is not None:
+            # Never fewer than the special tokens: the tokenizers library would silently not truncate.
+            keep = max(int(keep), self.tokenizer.num_special_tokens_to_add(False))
+            self.tokenizer.enable_truncation(keep, direction="left")
+        try:
+            encodings = self.tokenizer.encode_batch(texts)
+        finally:
+            self.tokenizer.no_truncation()
         lengths = np.array([len(e.ids) for e in encodings], dtype=np.int32)
         for index, length in enumerate(lengths):
             if length > self.max_length:
@@ -56,6 +71,13 @@ class TextTokenizer:
             input_ids[row, : len(encoding.ids)] = encoding.ids
             attention_mask[row, : len(encoding.ids)] = 1
         return Encoded(input_ids, attention_mask, lengths)
+
+
+def _text(value, index: int) -> str:
+    try:
+        return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    except UnicodeDecodeError as exc:
+        raise ModelError(INVALID_REQUEST, f"input {index} is not valid UTF-8 (byte {exc.start})", "input") from exc
 
 
 def _pad_id(folder: Path, tokenizer: Tokenizer) -> int:
@@ -85,10 +107,12 @@ class TritonPythonModel:
         for request in requests:
             raw = pb.get_input_tensor_by_name(request, INPUT).as_numpy().reshape(-1)
             try:
-                texts = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in raw]
-                encoded = self.tokenizer.encode(texts)
-            except (InputTooLong, UnicodeDecodeError) as exc:
-                responses.append(pb.InferenceResponse(error=pb.TritonError(str(exc), pb.TritonError.INVALID_ARG)))
+                texts = [_text(t, i) for i, t in enumerate(raw)]
+                truncate = pb.get_input_tensor_by_name(request, TRUNCATE_INPUT)
+                keep = int(truncate.as_numpy().reshape(-1)[0]) if truncate is not None else None
+                encoded = self.tokenizer.encode(texts, keep)
+            except ModelError as exc:
+                responses.append(error_response(exc))
                 continue
             arrays = (encoded.input_ids, encoded.attention_mask, encoded.lengths)
             responses.append(pb.InferenceResponse(output_tensors=[pb.Tensor(n, a) for n, a in zip(OUTPUTS, arrays)]))

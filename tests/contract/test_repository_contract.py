@@ -88,5 +88,5 @@ def test_tokenizer_models_match_the_code(repository, attr):
     for name, config in configs(repository).items():
         if config.backend == "python" and name.endswith("_tokenizer"):
             names = [t.name for t in getattr(config, attr)]
-            assert names == ([tokenizer.INPUT] if attr == "input" else list(tokenizer.OUTPUTS))
+            assert names == (list(tokenizer.INPUTS) if attr == "input" else list(tokenizer.OUTPUTS))
             assert (repository / name / "1" / "model.py").read_text().count("triton_models.tokenizer") == 1

@@ -18,6 +18,7 @@ from export_scripts.common import read_config
 from export_scripts.diffusion import TINY, ort_pipeline, served_models
 from launcher.triton import TritonServer
 from tests.conftest import REPOSITORY
+from triton_models.contract import INVALID_REQUEST, ModelError
 from triton_models.diffusion.pipeline import ImageRequest, to_uint8
 
 pytestmark = pytest.mark.integration
@@ -113,19 +114,22 @@ def test_repeated_request_is_served_from_the_cache(client, triton):
 
 
 @pytest.mark.parametrize(
-    ("prompt", "seed", "options", "message"),
+    ("prompt", "seed", "options", "message", "param"),
     [
-        ("a cat", 1, {"width": 64, "height": 65}, "size 64x65 is not supported"),
-        ("   ", 1, {}, "prompt must not be empty"),
-        ("a cat", 1, {"n": 9}, "n must be between 1 and 4"),
-        ("a cat", 1, {"steps": 0}, "steps must be between"),
-        ("a cat", None, {}, "seed"),
+        ("a cat", 1, {"width": 64, "height": 65}, "size 64x65 is not supported", "size"),
+        ("   ", 1, {}, "prompt must not be empty", "prompt"),
+        ("a cat", 1, {"n": 9}, "n must be between 1 and 4", "n"),
+        ("a cat", 1, {"steps": 0}, "steps must be between", "steps"),
+        ("a cat", None, {}, "seed", None),  # a required input: Triton refuses it before the model runs
     ],
 )
-def test_invalid_requests(client, prompt, seed, options, message):
+def test_invalid_requests(client, prompt, seed, options, message, param):
     with pytest.raises(InferenceServerException, match=message) as info:
         generate(client, prompt, seed, **options)
     assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+    if param is not None:
+        error = ModelError.decode(info.value.message())
+        assert (error.code, error.param) == (INVALID_REQUEST, param)
 
 
 def test_cancelled_request_stops_between_steps(client, triton, caplog):

@@ -23,6 +23,7 @@ from export_scripts import llava
 from export_scripts.__main__ import main as export_main
 from launcher.triton import TritonServer
 from tests.conftest import REPOSITORY
+from triton_models.contract import INVALID_IMAGE, ModelError
 
 pytestmark = pytest.mark.integration
 
@@ -169,6 +170,10 @@ async def test_seeded_sampling_with_an_image_repeats(client):
     (chat_prompt("Hi", images=5), [b64(Image.new("RGB", (8, 8)))] * 5, "at most 4"),
 ])
 async def test_bad_image_requests_are_invalid_arguments(client, prompt, images, message):
-    with pytest.raises(InferenceServerException, match=message):
+    with pytest.raises(InferenceServerException, match=message) as caught:
         await infer(client, make_request(prompt, images, **GREEDY))
+    error = ModelError.decode(caught.value.message())  # typed: the frontend reads code and param, not prose
+    assert error.status == 400 and "BytesIO" not in error.message
+    if message.startswith("image 0"):
+        assert (error.code, error.param) == (INVALID_IMAGE, "image")
     assert text(await infer(client, make_request("Still serving", **GREEDY)))

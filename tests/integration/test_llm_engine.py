@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.integration import llm_tiny
+from triton_models.contract import CONTEXT_LENGTH_EXCEEDED, GENERATION_FAILED, UNAVAILABLE, ModelError
 from triton_models.llm.decoder import OnnxDecoder
 from triton_models.llm.engine import Engine, EngineConfig
 from triton_models.llm.params import InvalidRequest, SamplingParams
@@ -26,7 +27,7 @@ class Sink:
     cancelled: bool = False
     outputs: list[RequestOutput | None] = field(default_factory=list)
     finals: int = 0
-    error: str | None = None
+    error: ModelError | None = None
 
     def is_cancelled(self) -> bool:
         return self.cancelled
@@ -35,8 +36,8 @@ class Sink:
         self.outputs.append(output)
         self.finals += final
 
-    def fail(self, message):
-        self.error = message
+    def fail(self, error):
+        self.error = error
         self.finals += 1
 
     @property
@@ -217,7 +218,8 @@ def test_a_failing_step_fails_its_requests_and_the_engine_goes_on(parts):
     try:
         victim = submit(engine, "Hello there", max_tokens=50, **GREEDY)
         _wait(victim)
-        assert victim.error == "generation failed: out of memory" and victim.finals == 1
+        assert victim.error.code == GENERATION_FAILED and victim.finals == 1
+        assert "out of memory" not in victim.error.message  # the cause is logged, not sent
         assert engine.cache.batch == 0 and not engine.running
         after = submit(engine, "Hello there", max_tokens=3, **GREEDY)
         _wait(after)
@@ -234,7 +236,7 @@ def test_stop_fails_what_is_in_flight(parts):
     engine.start()
     engine.stop()
     assert running.finals == 1 and waiting.finals == 1
-    assert "shutting down" in (waiting.error or "")
+    assert waiting.error.code == running.error.code == UNAVAILABLE
 
 
 def _wait(sink: Sink, timeout_s: float = 30.0) -> None:
@@ -324,10 +326,14 @@ def test_non_streaming_sends_one_response(parts):
 
 def test_context_length_is_checked_and_enforced(parts):
     engine = make_engine(parts)
-    with pytest.raises(InvalidRequest, match="context_length_exceeded.*256"):
+    with pytest.raises(ModelError, match="maximum context length is 256") as caught:
         submit(engine, "word " * 300)
-    with pytest.raises(InvalidRequest, match="context_length_exceeded"):
+    assert caught.value.code == CONTEXT_LENGTH_EXCEEDED and caught.value.param is None
+    with pytest.raises(ModelError, match="maximum context length") as caught:
         submit(engine, "Hi", max_tokens=300)
+    assert caught.value.code == CONTEXT_LENGTH_EXCEEDED
+    with pytest.raises(InvalidRequest, match="the prompt is empty"):
+        submit(engine, "")
     prompt = "word " * 250
     sink = submit(engine, prompt, **GREEDY)  # no max_tokens: runs to the context length
     run(engine, [sink])
@@ -348,5 +354,100 @@ def test_engine_thread_serves_and_stops(parts):
         waiting = Sink()
     finally:
         engine.stop()
-    with pytest.raises(RuntimeError, match="shutting down"):
+    with pytest.raises(ModelError, match="shutting down") as caught:
         engine.submit("Hi", SamplingParams(), waiting)
+    assert caught.value.code == UNAVAILABLE
+
+
+class _Failing:
+    """Wraps a sequence's part (sampler, detokenizer, stop matcher): `method` raises on its `after`+1-th call."""
+
+    def __init__(self, part, method: str, after: int):
+        self._part, self._method, self._left = part, method, after
+
+    def __getattr__(self, name):
+        attr = getattr(self._part, name)
+        if name != self._method:
+            return attr
+
+        def call(*args):
+            self._left -= 1
+            if self._left < 0:
+                raise RuntimeError("injected fault")
+            return attr(*args)
+        return call
+
+
+@pytest.mark.parametrize("part, method, after", [
+    ("sampler", "sample", 3),  # sampling (penalties, top-p, ...)
+    ("_detok", "step", 3),  # incremental detokenisation
+    ("_stops", "feed", 3),  # stop strings
+    ("_detok", "flush", 0),  # the final flush, as the sequence ends at max_tokens
+])
+def test_a_failing_sequence_fails_its_request_alone(parts, part, method, after):
+    expected = [alone(parts, p, max_tokens=8, **GREEDY).text for p in PROMPTS]
+    engine = make_engine(parts)
+    sinks = [submit(engine, p, max_tokens=8, **GREEDY) for p in PROMPTS[:2]]
+    victim = Sink()
+    params = SamplingParams.from_dict({"max_tokens": 5, "n": 2, "stop": ["zzz"], **GREEDY})
+    request = engine.submit("Poisoned", params, victim, stream=True)
+    seq = request.sequences[1]
+    setattr(seq, part, _Failing(getattr(seq, part), method, after))
+    sinks += [submit(engine, p, max_tokens=8, **GREEDY) for p in PROMPTS[2:]]
+    run(engine, [*sinks, victim])
+    assert [s.text for s in sinks] == expected and all(s.finish_reason == "length" for s in sinks)
+    assert victim.finals == 1 and victim.error.code == GENERATION_FAILED
+    assert all(seq.finished for seq in request.sequences)  # its other choice stopped with it
+    assert engine.cache.batch == 0 and not engine.running
+
+
+def test_a_failing_prefill_fails_its_group_not_the_batch(parts):
+    expected = alone(parts, "Hello there", max_tokens=6, **GREEDY).text
+    engine = make_engine(parts)
+    running = submit(engine, "Hello there", max_tokens=6, **GREEDY)
+    engine.step()
+    real_run = engine.decoder.run
+
+    def failing_prefill(input_ids, *args, **kwargs):
+        if input_ids.shape[1] > 1:  # a prefill; decode steps run one token per row
+            raise RuntimeError("injected fault")
+        return real_run(input_ids, *args, **kwargs)
+
+    engine.decoder = _Recording(engine.decoder, failing_prefill)
+    victim = submit(engine, "A longer prompt that fails", max_tokens=4, **GREEDY)
+    waiting = submit(engine, "Waits", max_tokens=2, **GREEDY)
+    engine.step()
+    assert victim.error.code == GENERATION_FAILED and waiting.error.code == GENERATION_FAILED  # one group
+    engine.decoder = engine.decoder._decoder
+    later = submit(engine, "Later", max_tokens=2, **GREEDY)
+    run(engine, [running, later])
+    assert running.text == expected and later.finish_reason == "length"
+
+
+def test_sequence_counts_are_reported_as_they_change(parts):
+    counts = []
+    decoder, tokenizer = parts
+    engine = Engine(decoder, tokenizer, EngineConfig(llm_tiny.CONTEXT_LENGTH, Limits(max_num_seqs=2)),
+                    on_sequences=lambda running, waiting: counts.append((running, waiting))).start()
+    try:
+        sinks = [submit(engine, f"Count {i}", max_tokens=3, **GREEDY) for i in range(3)]
+        for sink in sinks:
+            _wait(sink)
+        deadline = time.monotonic() + 5
+        while counts[-1] != (0, 0) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        engine.stop()
+    assert counts[-1] == (0, 0) and max(r for r, _ in counts) == 2 and any(w for _, w in counts)
+    assert all(a != b for a, b in zip(counts, counts[1:]))  # only changes are reported
+
+
+def test_stop_is_prompt_and_fails_the_queue_unavailable(parts):
+    engine = make_engine(parts, max_num_seqs=1).start()
+    running = submit(engine, "Go on", max_tokens=200, **GREEDY)
+    waiting = [submit(engine, f"Wait {i}", max_tokens=2, **GREEDY) for i in range(5)]
+    started = time.monotonic()
+    engine.stop()
+    assert time.monotonic() - started < 2.0 and not engine._thread.is_alive()
+    assert running.finals == 1 and all(w.finals == 1 for w in waiting)
+    assert {s.error.code for s in [running, *waiting] if s.error} == {UNAVAILABLE}

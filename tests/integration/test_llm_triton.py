@@ -12,6 +12,7 @@ from tritonclient.grpc.aio import InferenceServerClient
 
 from launcher.triton import TritonServer
 from tests.integration import llm_tiny
+from triton_models.contract import CONTEXT_LENGTH_EXCEEDED, OVERLOADED, UNSUPPORTED_PARAMETER, ModelError
 
 pytestmark = pytest.mark.integration
 
@@ -181,16 +182,26 @@ async def test_more_streams_than_batch_rows_some_cancelled(client):
     assert await generate(client, "Still serving", max_tokens=3)
 
 
+def model_error(caught) -> ModelError:
+    """The typed error a failed call carried (the frontend decodes it the same way)."""
+    error = ModelError.decode(caught.value.message())
+    assert error is not None, caught.value.message()
+    return error
+
+
 async def test_unknown_sampling_parameter_is_named(client):
-    with pytest.raises(InferenceServerException, match="best_of"):
+    with pytest.raises(InferenceServerException) as caught:
         await infer(client, make_request("Hi", best_of=2))
+    assert (model_error(caught).code, model_error(caught).param) == (UNSUPPORTED_PARAMETER, "best_of")
 
 
 async def test_prompt_over_context_length(client):
     prompt = "word " * (llm_tiny.CONTEXT_LENGTH + 10)
-    # gRPC streams carry only the error message, so the frontend maps it by this leading word.
-    with pytest.raises(InferenceServerException, match=r"^context_length_exceeded: .* 256 tokens"):
+    # gRPC streams carry only the error message: the typed error travels inside it
+    with pytest.raises(InferenceServerException) as caught:
         await infer(client, make_request(prompt, max_tokens=1))
+    error = model_error(caught)
+    assert error.code == CONTEXT_LENGTH_EXCEEDED and "maximum context length is 256 tokens" in error.message
 
 
 async def test_cancelled_stream_frees_its_slot(client):
@@ -218,8 +229,9 @@ async def test_full_queue_is_overloaded_not_a_hang(client):
     waiting_task = asyncio.ensure_future(anext(waiting))
     await asyncio.sleep(1.0)  # let it reach the queue
     try:
-        with pytest.raises(InferenceServerException, match="^overloaded"):
+        with pytest.raises(InferenceServerException) as caught:
             await asyncio.wait_for(infer(client, make_request("One more", SMALL, max_tokens=2)), timeout=30)
+        assert model_error(caught).code == OVERLOADED
     finally:
         running.cancel()
         await asyncio.wait_for(waiting_task, timeout=60)  # the waiting request is served once the slot frees

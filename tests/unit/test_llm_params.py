@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from triton_models.llm.params import CACHE_SALT, MAX_CACHE_SALT_CHARS, InvalidRequest, SamplingParams
+from triton_models.contract import INVALID_REQUEST, MAX_N, MAX_STOP_SEQUENCES, UNSUPPORTED_PARAMETER, ModelError
+from triton_models.llm.params import (
+    CACHE_SALT,
+    GREEDY_TEMPERATURE,
+    MAX_CACHE_SALT_CHARS,
+    InvalidRequest,
+    SamplingParams,
+)
 
 
 def test_defaults_for_missing_or_null():
@@ -28,9 +35,10 @@ def test_cache_salt_scopes_prefix_reuse_and_defaults_to_the_shared_pool():
     assert SamplingParams().cache_salt is None
 
 
-def test_greedy_when_temperature_zero_or_top_k_one():
+def test_greedy_when_temperature_below_the_epsilon_or_top_k_one():
     assert SamplingParams(temperature=0).greedy and SamplingParams(top_k=1).greedy
-    assert not SamplingParams().greedy
+    assert SamplingParams.from_dict({"temperature": 1e-50, "top_p": 0.5}).greedy  # vLLM: below 1e-5 is greedy
+    assert not SamplingParams().greedy and not SamplingParams(temperature=GREEDY_TEMPERATURE).greedy
 
 
 @pytest.mark.parametrize("text, fragment", [
@@ -50,3 +58,18 @@ def test_greedy_when_temperature_zero_or_top_k_one():
 def test_errors_name_the_key(text, fragment):
     with pytest.raises(InvalidRequest, match=fragment):
         SamplingParams.from_json(text)
+
+
+@pytest.mark.parametrize("data, code, param", [
+    ({"best_of": 2}, UNSUPPORTED_PARAMETER, "best_of"),
+    ({"temperature": -1}, INVALID_REQUEST, "temperature"),
+    ({"n": MAX_N + 1}, INVALID_REQUEST, "n"),
+    ({"logprobs": 21}, INVALID_REQUEST, "logprobs"),
+    ({"stop": ["x"] * (MAX_STOP_SEQUENCES + 1)}, INVALID_REQUEST, "stop"),
+    ({"top_p": 0}, INVALID_REQUEST, "top_p"),
+])
+def test_errors_are_model_errors_with_the_field_as_param(data, code, param):
+    with pytest.raises(ModelError) as caught:
+        SamplingParams.from_dict(data)
+    assert (caught.value.code, caught.value.param) == (code, param)
+    assert ModelError.decode("in ensemble 'x', " + caught.value.encode()).param == param

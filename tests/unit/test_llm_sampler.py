@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from triton_models.llm.params import SamplingParams
-from triton_models.llm.sampler import BLOCK, Sampler, _cut, _index_at_fraction
+from triton_models.llm.sampler import BLOCK, Sampler, SamplingError, _cut, _index_at_fraction
 
 
 def draws(params: SamplingParams, logits: np.ndarray, count: int = 400) -> list[int]:
@@ -117,3 +117,46 @@ def test_logprobs_are_the_raw_distribution_with_ranks():
     peaked = np.array([-30.0, 0.0, -20.0], np.float32)  # one likely token; the second best is far below
     _, info = Sampler(SamplingParams(temperature=0, logprobs=2)).sample(peaked)
     assert [t for t, _ in info.top] == [1, 2] and info.rank == 1
+
+
+@pytest.mark.parametrize("temperature", [1e-50, 1e-300, 5e-324, 9.9e-6])
+@pytest.mark.parametrize("cut", [{"top_p": 0.5}, {"top_k": 5}, {"top_p": 0.9, "top_k": 40}, {}])
+def test_temperatures_below_the_epsilon_are_greedy(temperature, cut):
+    # vocabulary-sized logits, as the model gives them; 1e-50 with top_p crashed ("index -1 is out of bounds")
+    logits = np.random.default_rng(0).normal(0, 3, 49152).astype(np.float32)
+    params = SamplingParams(temperature=temperature, **cut)
+    assert params.greedy
+    assert set(draws(params, logits, 5)) == {int(np.argmax(logits))}
+
+
+@pytest.mark.parametrize("cut", [{"top_p": 0.9}, {"top_k": 3}, {}])
+def test_small_temperatures_above_the_epsilon_sample_the_best_tokens(cut):
+    logits = np.random.default_rng(1).normal(0, 3, 49152).astype(np.float32)
+    logits[[7, 9]] = 30.0, 30.0 - 1e-4  # nearly tied at the top: a small temperature keeps both
+    assert not SamplingParams(temperature=1e-4).greedy
+    assert set(draws(SamplingParams(temperature=1e-4, seed=3, **cut), logits, 200)) == {7, 9}
+
+
+def test_nan_logits_are_never_chosen():
+    logits = np.array([np.nan, 1.0, np.nan, 2.0, np.nan], np.float32)
+    assert set(draws(SamplingParams(temperature=0), logits, 3)) == {3}
+    assert set(draws(SamplingParams(top_p=0.99, seed=0), logits, 300)) == {1, 3}
+
+
+def test_positive_infinity_takes_the_choice():
+    logits = np.array([1.0, np.inf, 0.0, np.inf, np.nan], np.float32)
+    assert set(draws(SamplingParams(temperature=0), logits, 3)) == {1}
+    assert set(draws(SamplingParams(top_k=2, seed=0), logits, 300)) == {1, 3}
+
+
+def test_logprobs_of_a_row_with_nan_stay_finite():
+    row = np.array([np.nan, 0.0, np.log(3.0)], np.float32)
+    _token, info = Sampler(SamplingParams(temperature=0, logprobs=1)).sample(row)
+    assert info.token_id == 2 and info.logprob == pytest.approx(np.log(0.75))
+
+
+@pytest.mark.parametrize("row", [[-np.inf] * 4, [np.nan] * 4, [np.nan, -np.inf, np.nan, -np.inf]])
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_a_row_with_nothing_finite_is_refused(row, temperature):
+    with pytest.raises(SamplingError, match="no finite logits"):
+        Sampler(SamplingParams(temperature=temperature)).sample(np.array(row, np.float32))

@@ -15,6 +15,8 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from triton_models import config_parameters
+from triton_models.contract import INVALID_REQUEST, UNAVAILABLE, ModelError
+from triton_models.errors import error_response, internal_error
 from triton_models.diffusion.pipeline import (
     NETWORKS,
     OUTPUT,
@@ -55,15 +57,14 @@ def _input_value(request, name: str):
         return None
     values = tensor.as_numpy().reshape(-1)
     if values.size != 1:
-        raise ValueError(f"{name} must hold exactly one value, got {values.size}")
+        raise ModelError(INVALID_REQUEST, f"{name} must hold exactly one value, got {values.size}", name)
     value = values[0]
-    if name in STRING_INPUTS:
+    if name not in STRING_INPUTS:
+        return value.item()
+    try:
         return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-    return value.item()
-
-
-def _error(message: str, code) -> pb_utils.InferenceResponse:
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
+    except UnicodeDecodeError as exc:
+        raise ModelError(INVALID_REQUEST, f"{name} is not valid UTF-8 (byte {exc.start})", name) from exc
 
 
 class TritonPythonModel:
@@ -89,21 +90,25 @@ class TritonPythonModel:
         return [self._answer(request) for request in requests]
 
     def _answer(self, request):
+        """The request's response; every failure is a ModelError response (this model's one place for them)."""
         try:
-            image_request = self.settings.request(lambda name: _input_value(request, name))
-        except (ValueError, TypeError, UnicodeDecodeError) as exc:
-            return _error(str(exc), pb_utils.TritonError.INVALID_ARG)
-        try:
+            try:
+                image_request = self.settings.request(lambda name: _input_value(request, name))
+            except (ValueError, TypeError) as exc:  # a value of the wrong kind (NaN for an integer, ...)
+                raise exc if isinstance(exc, ModelError) else ModelError(INVALID_REQUEST, str(exc)) from exc
             images = self.pipeline.generate(image_request, cancelled=request.is_cancelled)
-        except Cancelled as exc:
+        except ModelError as exc:
+            return error_response(exc)
+        except Cancelled as exc:  # nobody is waiting for the answer: Triton's own status says so
             self.logger.log_info(f"{self.name}: request {request.request_id() or '-'} {exc}")
-            return _error(f"request cancelled: {exc}", pb_utils.TritonError.CANCELLED)
-        except NetworkError as exc:
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"request cancelled: {exc}",
+                                                                         pb_utils.TritonError.CANCELLED))
+        except NetworkError as exc:  # a network model unloaded or failing: say so, not its words
             self.logger.log_error(f"{self.name}: {exc}")
-            return _error(str(exc), pb_utils.TritonError.UNAVAILABLE)
+            return error_response(ModelError(UNAVAILABLE, "a part of this model is unavailable; retry later"))
         except Exception as exc:  # noqa: BLE001 - one bad request must not take the model down
             self.logger.log_error(f"{self.name}: generation failed: {exc!r}")
-            return _error(f"generation failed: {exc}", pb_utils.TritonError.INTERNAL)
+            return error_response(internal_error())
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(OUTPUT, to_uint8(images))])
 
     def finalize(self):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from triton_models.contract import INVALID_REQUEST, ModelError
 from triton_models.diffusion.schedulers import make_scheduler
 
 OUTPUT = "images"  # the Triton model's one output: UINT8 [n, height, width, 3]
@@ -42,6 +43,13 @@ def bind_networks(call: Callable[[str, dict[str, np.ndarray], str], np.ndarray])
         return lambda *arrays: call(part, dict(zip(inputs, arrays)), output)
 
     return network("text_encoder"), network("unet"), network("vae_decoder")
+
+
+class InvalidImageRequest(ModelError, ValueError):
+    """A request the model cannot serve as asked: INVALID_REQUEST with the field (the images API's name)."""
+
+    def __init__(self, message: str, param: str):
+        super().__init__(INVALID_REQUEST, message, param)
 
 
 class Cancelled(Exception):
@@ -117,22 +125,27 @@ class Settings:
         return request
 
     def check(self, request: ImageRequest) -> None:
-        """ValueError naming the first thing wrong with the request."""
+        """InvalidImageRequest naming the first thing wrong with the request (and its field)."""
         if not request.prompt.strip():
-            raise ValueError("prompt must not be empty")
-        if len(request.prompt) > self.max_prompt_chars or len(request.negative_prompt) > self.max_prompt_chars:
-            raise ValueError(f"prompt is longer than {self.max_prompt_chars} characters")
+            raise InvalidImageRequest("prompt must not be empty", "prompt")
+        if len(request.prompt) > self.max_prompt_chars:
+            raise InvalidImageRequest(f"prompt is longer than {self.max_prompt_chars} characters", "prompt")
+        if len(request.negative_prompt) > self.max_prompt_chars:
+            raise InvalidImageRequest(f"negative_prompt is longer than {self.max_prompt_chars} characters",
+                                      "negative_prompt")
         if (request.width, request.height) not in self.sizes:
             allowed = ", ".join(f"{w}x{h}" for w, h in self.sizes)
-            raise ValueError(f"size {request.width}x{request.height} is not supported; use one of {allowed}")
+            raise InvalidImageRequest(f"size {request.width}x{request.height} is not supported; use one of {allowed}",
+                                      "size")
         if not 1 <= request.n <= self.max_n:
-            raise ValueError(f"n must be between 1 and {self.max_n}, got {request.n}")
+            raise InvalidImageRequest(f"n must be between 1 and {self.max_n}, got {request.n}", "n")
         if not 1 <= request.steps <= self.max_steps:
-            raise ValueError(f"steps must be between 1 and {self.max_steps}, got {request.steps}")
+            raise InvalidImageRequest(f"steps must be between 1 and {self.max_steps}, got {request.steps}", "steps")
         if not 0.0 <= request.guidance_scale <= 50.0:  # also false for NaN
-            raise ValueError(f"guidance_scale must be between 0 and 50, got {request.guidance_scale}")
+            raise InvalidImageRequest(f"guidance_scale must be between 0 and 50, got {request.guidance_scale}",
+                                      "guidance_scale")
         if not 0 <= request.seed < 2**63:
-            raise ValueError(f"seed must be between 0 and 2**63 - 1, got {request.seed}")
+            raise InvalidImageRequest(f"seed must be between 0 and 2**63 - 1, got {request.seed}", "seed")
 
 
 class PromptTokenizer:

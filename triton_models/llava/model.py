@@ -16,6 +16,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from triton_models import config_parameters
+from triton_models.contract import INVALID_IMAGE
 from triton_models.llava.preprocess import ImageProcessor, InvalidImage, decode_base64_image
 from triton_models.llava.prompt import ImagePrompt
 from triton_models.llm import model as llm_model
@@ -72,7 +73,8 @@ class TritonPythonModel(llm_model.TritonPythonModel):
         if not images:
             return None
         if len(images) > self.max_images:
-            raise InvalidRequest(f"{len(images)} images sent; this model takes at most {self.max_images} per request")
+            raise InvalidRequest(f"{len(images)} images sent; this model takes at most {self.max_images} per request",
+                                 IMAGE_INPUT["name"])
         pixels = await asyncio.to_thread(self._pixels, images)
         response = await pb_utils.InferenceRequest(
             model_name=self.vision_model, requested_output_names=[FEATURES_OUTPUT],
@@ -88,7 +90,7 @@ class TritonPythonModel(llm_model.TritonPythonModel):
             try:
                 pixels.append(self.processor(decode_base64_image(data)))
             except InvalidImage as exc:
-                raise InvalidRequest(f"image {i}: {exc}") from exc
+                raise InvalidRequest(f"image {i}: {exc}", IMAGE_INPUT["name"], INVALID_IMAGE) from exc
         return np.stack(pixels)
 
     def _prompt_inputs(self, request, prompt: str) -> dict:

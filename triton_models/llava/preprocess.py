@@ -51,7 +51,8 @@ def decode_image(raw: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     except InvalidImage:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
-        raise InvalidImage(f"the image cannot be decoded (formats: {', '.join(IMAGE_FORMATS)}): {exc}") from exc
+        # Pillow's own words name internals (`<_io.BytesIO object at 0x7f...>`): the client hears what to send
+        raise InvalidImage(f"the image cannot be decoded; send one of {', '.join(IMAGE_FORMATS)}") from exc
     return image
 
 

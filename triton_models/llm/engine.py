@@ -4,6 +4,10 @@ Each iteration: drop cancelled requests, admit waiting sequences (prefill them, 
 merge their KV into the batch), then decode every running sequence in one batched ONNX Runtime run.
 Finished sequences leave the batch at once. `submit` (called from Triton's threads) only validates and
 queues; responses go out from the engine thread through each request's ResponseSink.
+
+Faults stay with their request: sampling, penalties, stop strings and detokenisation run per sequence, and
+one that raises fails its own request (GENERATION_FAILED) while the step goes on for the others. Only a
+failing decoder run fails more: the sequences that were in that run, never the waiting queue.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from triton_models.contract import CONTEXT_LENGTH_EXCEEDED, GENERATION_FAILED, UNAVAILABLE, ModelError
 from triton_models.llm.config import EngineConfig, EngineStats
 from triton_models.llm.decoder import OnnxDecoder
 from triton_models.llm.kv_cache import BatchCache
@@ -32,13 +37,20 @@ log = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 0.5
 STATS_EVERY_S = 60.0  # the engine thread logs its throughput this often while it has work
+STOP_TIMEOUT_S = 5.0  # how long `stop` waits for the step in progress (one decode step takes milliseconds)
+
+# What a client hears when its sequence failed inside the engine; the cause goes to the log, not to the client.
+FAILED = ModelError(GENERATION_FAILED, "generation failed for this request; please retry")
+SHUTTING_DOWN = ModelError(UNAVAILABLE, "the model is shutting down")
 
 
 class Engine:
     """Continuous-batching generation over an OnnxDecoder. Start with `start()`, end with `stop()`."""
 
     def __init__(self, decoder: OnnxDecoder, tokenizer: TextTokenizer, config: EngineConfig,
-                 on_prefix_hit: Callable[[int], None] | None = None):
+                 on_prefix_hit: Callable[[int], None] | None = None,
+                 on_sequences: Callable[[int, int], None] | None = None):
+        """`on_sequences(running, waiting)` hears the sequence counts whenever they change (a Triton gauge)."""
         self.decoder = decoder
         self.tokenizer = tokenizer
         self.config = config
@@ -48,6 +60,9 @@ class Engine:
         self.prefilling: list[PrefillJob] = []  # long prompts, a chunk per iteration, oldest first
         self.prefix_cache = PrefixCache(config.prefix_cache_tokens, on_hit=on_prefix_hit)
         self.stats = EngineStats()
+        self.on_sequences = on_sequences
+        self._reported: tuple[int, int] | None = None
+        self._admitted: list[Sequence] = []  # taken from the queue this step, not yet running or prefilling
         self._lock = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -59,7 +74,8 @@ class Engine:
         prepend_prompt: bool = False, want_logprobs: bool = False, prompt_ids: list[int] | None = None,
         prompt_embeds: PromptEmbeds | None = None,
     ) -> Request:
-        """Validate and queue a request. Raises InvalidRequest, or Overloaded when the queue is full.
+        """Validate and queue a request. Raises a ModelError: InvalidRequest, CONTEXT_LENGTH_EXCEEDED, Overloaded
+        when the queue is full, UNAVAILABLE when stopping.
 
         `prompt_ids` (already tokenized) skips tokenizing `prompt`; `prompt_embeds` replaces the token
         embeddings at some prompt positions (image features at image tokens; embedding decoders only).
@@ -72,7 +88,7 @@ class Engine:
         request.sequences = [Sequence(request, i, self.tokenizer, max_new) for i in range(params.n)]
         with self._lock:
             if self._stopping:
-                raise RuntimeError("the model is shutting down")
+                raise ModelError(SHUTTING_DOWN.code, SHUTTING_DOWN.message)
             self.scheduler.enqueue(request.sequences)
             self._lock.notify()
         return request
@@ -84,16 +100,16 @@ class Engine:
         requested = params.max_tokens or 1  # at least one token must fit after the prompt
         if prompt_tokens + requested > context:
             asked = f", {params.max_tokens} for the completion" if params.max_tokens else ""
-            raise InvalidRequest(
-                f"context_length_exceeded: this model's maximum context length is {context} tokens, "
+            raise ModelError(CONTEXT_LENGTH_EXCEEDED, (
+                f"This model's maximum context length is {context} tokens, "
                 f"but {prompt_tokens + (params.max_tokens or 0)} were requested "
                 f"({prompt_tokens} in the prompt{asked})"
-            )
+            ))
         if not self.scheduler.fits_alone(prompt_tokens):
-            raise InvalidRequest(
-                f"the prompt's {prompt_tokens} tokens exceed the KV budget of "
-                f"{self.config.limits.max_kv_tokens} tokens (max_kv_tokens)"
-            )
+            raise ModelError(CONTEXT_LENGTH_EXCEEDED, (
+                f"the prompt's {prompt_tokens} tokens exceed this deployment's KV budget of "
+                f"{self.config.limits.max_kv_tokens} tokens"
+            ))
         return params.max_tokens or context - prompt_tokens
 
     def start(self) -> Engine:
@@ -101,12 +117,18 @@ class Engine:
         self._thread.start()
         return self
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Stop the engine thread (bounded wait); every unfinished request fails with UNAVAILABLE."""
         with self._lock:
             self._stopping = True
             self._lock.notify()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        if self._thread is None:  # never started: nothing else touches the requests
+            self._fail_all(SHUTTING_DOWN, include_waiting=True)
+            return
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.warning("the engine thread did not stop within %.1f s; it fails its requests when its step ends",
+                        timeout_s)
 
     # -- the engine thread --------------------------------------------------------------------------
 
@@ -119,12 +141,14 @@ class Engine:
                     break
             try:
                 self.step()
-            except Exception as exc:  # one bad step fails the running requests, not the model
+            except Exception:  # a bug outside the per-sequence guards: fail what was in flight, keep the model
                 log.exception("engine step failed")
-                self._fail_all(f"generation failed: {exc}")
+                self._fail_all(FAILED)
+            self._report()
             if time.monotonic() - self.stats.since >= STATS_EVERY_S:
                 self._log_stats()
-        self._fail_all("the model is shutting down", include_waiting=True)
+        self._fail_all(SHUTTING_DOWN, include_waiting=True)
+        self._report()
 
     def step(self) -> None:
         """One iteration: cancellations, admissions (prefill), one decode step for the running batch."""
@@ -133,6 +157,7 @@ class Engine:
         with self._lock:
             pending = [job.seq.cache_tokens for job in self.prefilling]
             admitted = self.scheduler.admit(Occupancy(self.cache, pending))
+        self._admitted = admitted
         short = []
         for seq in admitted:
             job = self._cached_prefix(seq)
@@ -149,6 +174,7 @@ class Engine:
                 short.append(seq)
         if short:
             self._prefill(short)
+        self._admitted = []
         self._retire()  # a prefill's first token may have been its last
         if self.prefilling:
             self._prefill_chunk()
@@ -165,9 +191,14 @@ class Engine:
             width = max(lengths)
             self.stats.prefilled += sum(lengths)
             ids, mask, positions = left_padded([s.tokens for s in group])
-            embeds = self._prompt_embeds(group, ids, [width - n for n in lengths], 0)
-            logits, present = self.decoder.run(ids, mask, positions, self.decoder.empty_past(len(group)),
-                                               inputs_embeds=embeds)
+            try:
+                embeds = self._prompt_embeds(group, ids, [width - n for n in lengths], 0)
+                logits, present = self.decoder.run(ids, mask, positions, self.decoder.empty_past(len(group)),
+                                                   inputs_embeds=embeds)
+            except Exception:  # the group never joins the batch: only its requests fail
+                log.exception("prefill of %d sequence(s) failed", len(group))
+                self._fail_requests(group, FAILED)
+                continue
             self.cache.append(present, lengths)
             self.running.extend(group)
             for row, (seq, length) in enumerate(zip(group, lengths)):
@@ -203,9 +234,14 @@ class Engine:
         ids = np.asarray([tokens[job.done:end]], np.int64)
         mask = np.ones((1, end), np.int64)
         positions = np.arange(job.done, end, dtype=np.int64)[None]
-        embeds = self._prompt_embeds([job.seq], ids, [0], job.done)
-        logits, job.past = self.decoder.run(ids, mask, positions, job.past or self.decoder.empty_past(1),
-                                            inputs_embeds=embeds)
+        try:
+            embeds = self._prompt_embeds([job.seq], ids, [0], job.done)
+            logits, job.past = self.decoder.run(ids, mask, positions, job.past or self.decoder.empty_past(1),
+                                                inputs_embeds=embeds)
+        except Exception:  # this prompt alone fails; the job is done with
+            log.exception("request %d: prefill failed", job.seq.request.id)
+            self._fail_requests([job.seq], FAILED)
+            return True
         job.done = end
         if end < len(tokens):
             return False
@@ -232,7 +268,12 @@ class Engine:
     def _decode(self) -> None:
         tokens = np.fromiter((s.tokens[-1] for s in self.running), np.int64, len(self.running))
         input_ids, mask, positions = self.cache.step_feeds(tokens)
-        logits, present = self.decoder.run(input_ids, mask, positions, self.cache.past)
+        try:
+            logits, present = self.decoder.run(input_ids, mask, positions, self.cache.past)
+        except Exception:  # the shared run failed: every sequence in it fails (their rows leave at the retire)
+            log.exception("decode step of %d sequence(s) failed", len(self.running))
+            self._fail_requests(self.running, FAILED)
+            return
         self.cache.advance(present, mask)
         self._sample(self.running, logits)
 
@@ -242,10 +283,14 @@ class Engine:
             if seq.finished:  # cancelled or failed since it joined; its row leaves at the next retire
                 continue
             self.stats.generated += 1
-            token, info = seq.sampler.sample(row)
-            seq.accept(token, info)
-            if not seq.finished and seq.cache_tokens >= context:
-                seq.finish("length")
+            try:
+                token, info = seq.sampler.sample(row)
+                seq.accept(token, info)
+                if not seq.finished and seq.cache_tokens >= context:
+                    seq.finish("length")
+            except Exception:  # this sequence's sampling, stop strings or text: its request fails alone
+                log.exception("request %d: sequence %d failed; the batch goes on", seq.request.id, seq.index)
+                self._fail_requests([seq], FAILED)
         for request in {id(s.request): s.request for s in sequences}.values():
             self._emit(request)
 
@@ -254,7 +299,13 @@ class Engine:
             return
         final = request.finished
         if final or request.stream:
-            self._deliver(request, final, request.sink.send, request.take_output(final), final)
+            try:
+                output = request.take_output(final)
+            except Exception:  # detokenising what is left (final flush) failed: this request alone
+                log.exception("request %d: building its response failed", request.id)
+                self._fail_requests(request.sequences, FAILED)
+                return
+            self._deliver(request, final, request.sink.send, output, final)
 
     def _deliver(self, request: Request, final: bool, send, *args) -> None:
         """Call the sink; a failing sink (client gone, model unloading) ends its request, not the engine."""
@@ -285,7 +336,11 @@ class Engine:
             return
         if count == len(self.running):  # even the oldest sequence alone cannot grow: it has used the budget
             oldest = self.running[0]
-            oldest.finish("length")
+            try:
+                oldest.finish("length")
+            except Exception:  # its final text could not be flushed
+                log.exception("request %d: finishing failed", oldest.request.id)
+                self._fail_requests([oldest], FAILED)
             self._emit(oldest.request)
             count -= 1
         staying = len(self.running) - count
@@ -331,17 +386,38 @@ class Engine:
             log.exception("request %d: is_cancelled failed; treating it as cancelled", request.id)
             return True
 
-    def _fail_all(self, message: str, include_waiting: bool = False) -> None:
+    def _report(self) -> None:
+        """Tell `on_sequences` the running (prefilling included) and waiting counts when they changed."""
+        if self.on_sequences is None:
+            return
         with self._lock:
-            sequences = [*self.running, *(job.seq for job in self.prefilling),
-                         *(self.scheduler.waiting if include_waiting else ())]
-            if include_waiting:
-                self.scheduler.waiting.clear()
+            waiting = sum(not s.finished for s in self.scheduler.waiting)
+        counts = (len(self.running) + len(self.prefilling), waiting)
+        if counts != self._reported:
+            self._reported = counts
+            try:
+                self.on_sequences(*counts)
+            except Exception:  # a metric is not worth a request
+                log.exception("reporting sequence counts failed")
+
+    def _fail_requests(self, sequences, error: ModelError) -> None:
+        """End the requests of these sequences with `error`: all their sequences stop (rows leave at the next
+        retire, waiting ones are skipped by the scheduler)."""
         for request in {id(s.request): s.request for s in sequences}.values():
             for seq in request.sequences:
                 seq.finish(ABORT)
             if not request.closed:
-                self._deliver(request, True, request.sink.fail, message)
+                self._deliver(request, True, request.sink.fail, error)
+
+    def _fail_all(self, error: ModelError, include_waiting: bool = False) -> None:
+        """Fail everything in flight (and the queue when stopping), and start over with an empty batch."""
+        with self._lock:
+            sequences = [*self.running, *(job.seq for job in self.prefilling), *self._admitted,
+                         *(self.scheduler.waiting if include_waiting else ())]
+            if include_waiting:
+                self.scheduler.waiting.clear()
+        self._fail_requests(sequences, error)
         self.running = []
         self.prefilling = []
+        self._admitted = []
         self.cache = BatchCache(self.decoder.empty_past(1))

@@ -1,8 +1,8 @@
 """TritonPythonModel for the chat LLM: decoupled, speaking the vLLM backend's tensor contract.
 
 `execute` parses each request, hands it to the engine and returns at once; the engine thread sends the
-responses (a FINAL flag always). Errors are per-request error responses: INVALID_ARG for bad input or a
-prompt over the context length, UNAVAILABLE when the waiting queue is full.
+responses (a FINAL flag always). Errors are per-request error responses carrying a contract.ModelError
+(triton_models.errors): bad input, a prompt over the context length, a full queue, a failed sequence.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from triton_models import config_parameters, version_file
-from triton_models.llm.config import PREFIX_HIT_METRIC
+from triton_models.contract import ModelError
+from triton_models.errors import error_response, internal_error
+from triton_models.llm.config import PREFIX_HIT_METRIC, SEQUENCE_STATES, SEQUENCES_METRIC
 from triton_models.llm.decoder import OnnxDecoder
 from triton_models.llm.engine import Engine, EngineConfig
 from triton_models.llm.params import InvalidRequest, SamplingParams
-from triton_models.llm.scheduler import Overloaded
 from triton_models.llm.sequence import RequestOutput
 from triton_models.llm.tokenizer import TextTokenizer
 from triton_models.ort_runner import execution_providers, spinning, thread_count
@@ -85,7 +86,8 @@ class TritonPythonModel:
         spin = spinning(params, default=True)
         decoder = OnnxDecoder(model_file, threads, embeddings=embeddings, providers=execution_providers(params),
                               spin=spin)
-        self.engine = Engine(decoder, tokenizer, config, on_prefix_hit=_PrefixHitCounter(args)).start()
+        self.engine = Engine(decoder, tokenizer, config, on_prefix_hit=_PrefixHitCounter(args),
+                             on_sequences=_SequenceGauge(args)).start()
         self.logger.log_info(
             f"{args['model_name']}: {model_file.name}, {decoder.shape.num_layers} layers, {config}, "
             f"{threads or 'default'} threads{' (spinning)' if spin else ''}, {decoder.session.get_providers()[0]}"
@@ -96,20 +98,21 @@ class TritonPythonModel:
             sender = request.get_response_sender()
             try:
                 self._submit(request, sender)
-            except InvalidRequest as exc:
-                _send_error(sender, str(exc), pb_utils.TritonError.INVALID_ARG)
-            except Overloaded as exc:
-                _send_error(sender, str(exc), pb_utils.TritonError.UNAVAILABLE)
+            except ModelError as exc:  # the one place this model's errors become Triton's
+                _send_error(sender, exc)
             except Exception as exc:  # noqa: BLE001 - never raise out of execute
                 self.logger.log_error(f"request failed: {exc!r}")
-                _send_error(sender, f"request failed: {exc}", pb_utils.TritonError.INTERNAL)
+                _send_error(sender, internal_error())
         # decoupled: nothing to return, the engine thread answers through each request's sender
 
     def _submit(self, request, sender) -> None:
         prompt = _scalar(request, "text_input")
         if prompt is None:
             raise InvalidRequest("text_input is required")
-        prompt = prompt.decode("utf-8") if isinstance(prompt, bytes) else str(prompt)
+        try:
+            prompt = prompt.decode("utf-8") if isinstance(prompt, bytes) else str(prompt)
+        except UnicodeDecodeError as exc:
+            raise InvalidRequest(f"text_input is not valid UTF-8 (byte {exc.start})") from exc
         stream = bool(_scalar(request, "stream", False))
         exclude = _scalar(request, "exclude_input_in_output")
         # As the vLLM backend: the prompt is prepended unless excluded, and streaming never prepends it.
@@ -127,7 +130,7 @@ class TritonPythonModel:
         return {}
 
     def finalize(self):
-        self.engine.stop()
+        self.engine.stop()  # bounded: a step in progress ends in milliseconds; the queue fails UNAVAILABLE
         self.logger.log_info("llm engine stopped")
 
 
@@ -148,8 +151,8 @@ class TritonSink:
             return
         self.sender.send(pb_utils.InferenceResponse(output_tensors=self._tensors(output)), flags=flags)
 
-    def fail(self, message: str) -> None:
-        _send_error(self.sender, message, pb_utils.TritonError.INTERNAL)
+    def fail(self, error: ModelError) -> None:
+        _send_error(self.sender, error)
 
     def _tensors(self, output: RequestOutput) -> list:
         tensors = [pb_utils.Tensor("text_output", _strings(output.texts))]
@@ -201,6 +204,22 @@ class _PrefixHitCounter:
         self.metric.increment(tokens)
 
 
+class _SequenceGauge:
+    """The engine's running and waiting sequences, on Triton's metrics endpoint per model and version: how
+    operators (and the fault tests) see the engine go idle once its clients have left."""
+
+    def __init__(self, args):
+        self.family = pb_utils.MetricFamily(
+            name=SEQUENCES_METRIC, kind=pb_utils.MetricFamily.GAUGE,
+            description="LLM engine sequences by state: running (in the batch or prefilling) or waiting")
+        labels = {"model": args["model_name"], "version": args["model_version"]}
+        self.metrics = [self.family.Metric(labels={**labels, "state": state}) for state in SEQUENCE_STATES]
+
+    def __call__(self, running: int, waiting: int) -> None:
+        for metric, value in zip(self.metrics, (running, waiting)):
+            metric.set(value)
+
+
 def _scalar(request, name: str, default=None):
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     if tensor is None:
@@ -213,6 +232,5 @@ def _strings(values: list[str]) -> np.ndarray:
     return np.array([v.encode("utf-8") for v in values], dtype=np.object_)
 
 
-def _send_error(sender, message: str, code) -> None:
-    error = pb_utils.TritonError(message, code)
-    sender.send(pb_utils.InferenceResponse(error=error), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+def _send_error(sender, error: ModelError) -> None:
+    sender.send(error_response(error), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)

@@ -7,19 +7,32 @@ from dataclasses import dataclass, field
 
 # CACHE_SALT (vLLM's name) scopes prefix-cache reuse: requests share cached prompt KV only when their salts
 # are equal; without one a request uses the unsalted pool.
-from triton_models.contract import CACHE_SALT, MAX_CACHE_SALT_CHARS
+from triton_models.contract import (
+    CACHE_SALT,
+    INVALID_REQUEST,
+    MAX_CACHE_SALT_CHARS,
+    MAX_LOGPROBS,
+    MAX_N,
+    MAX_STOP_SEQUENCES,
+    UNSUPPORTED_PARAMETER,
+    ModelError,
+)
 
-MAX_LOGPROBS = 20  # OpenAI's top_logprobs limit
-MAX_N = 16
+# Below this, temperature sampling is greedy (vLLM's _SAMPLING_EPS): dividing logits by it overflows float32.
+GREEDY_TEMPERATURE = 1e-5
 
 
-class InvalidRequest(ValueError):
-    """The request cannot be served as asked; the message names the field (becomes INVALID_ARG)."""
+class InvalidRequest(ModelError, ValueError):
+    """The request cannot be served as asked: a ModelError (INVALID_REQUEST unless told) whose `param` is the
+    sampling field as the OpenAI request names it; the model sends it as is (INVALID_ARG)."""
+
+    def __init__(self, message: str, param: str | None = None, code: str = INVALID_REQUEST):
+        super().__init__(code, message, param)
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Per-request sampling settings; `temperature == 0` means greedy."""
+    """Per-request sampling settings; a temperature below GREEDY_TEMPERATURE (0 included) means greedy."""
 
     temperature: float = 1.0
     top_p: float = 1.0
@@ -37,7 +50,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0 or self.top_k == 1
+        return self.temperature < GREEDY_TEMPERATURE or self.top_k == 1
 
     @classmethod
     def from_json(cls, text: str | bytes | None) -> SamplingParams:
@@ -55,7 +68,7 @@ class SamplingParams:
     def from_dict(cls, data: dict) -> SamplingParams:
         unknown = sorted(set(data) - _PARSERS.keys())
         if unknown:
-            raise InvalidRequest(f"unsupported sampling parameter {unknown[0]!r}")
+            raise InvalidRequest(f"unsupported sampling parameter {unknown[0]!r}", unknown[0], UNSUPPORTED_PARAMETER)
         values = {}
         for key, value in data.items():
             if value is None:
@@ -63,7 +76,7 @@ class SamplingParams:
             try:
                 values[key] = _PARSERS[key](value)
             except (TypeError, ValueError) as exc:
-                raise InvalidRequest(f"sampling parameter {key!r}: {exc}") from exc
+                raise InvalidRequest(f"sampling parameter {key!r}: {exc}", key) from exc
         return cls(**values)
 
 
@@ -109,6 +122,8 @@ def _stop(value) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
         raise TypeError("expected a string or a list of strings")
+    if len(items) > MAX_STOP_SEQUENCES:
+        raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences, got {len(items)}")
     return tuple(s for s in items if s)
 
 

@@ -4,6 +4,10 @@ Each sequence owns its `numpy.random.Generator`, so a seeded request draws the s
 in the batch. Logprobs are the model's raw distribution (before penalties and temperature), as vLLM reports.
 Nothing here argsorts the vocabulary: sorting the few likely tokens (the whole row only when they cannot hold
 the nucleus) finds the top-k / top-p cut-off value, and a blocked cumulative sum finds the sampled index.
+
+A row the model got wrong (NaN, +inf, nothing finite) is cleaned or refused here (SamplingError: that
+sequence fails alone); temperatures below GREEDY_TEMPERATURE are greedy, as in vLLM, since dividing by them
+overflows float32.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from triton_models.llm.params import SamplingParams
+from triton_models.llm.params import GREEDY_TEMPERATURE, SamplingParams
+
+__all__ = ["GREEDY_TEMPERATURE", "Sampler", "SamplingError", "TokenLogprobs"]
 
 BLOCK = 1024  # cumulative sums run over block totals first, then inside one block
 HEAD = 1e-4  # tokens at least this likely relative to the best are sorted first for top-k / top-p
@@ -26,6 +32,10 @@ class TokenLogprobs:
     logprob: float
     rank: int
     top: list[tuple[int, float]]
+
+
+class SamplingError(ValueError):
+    """This sequence's logits cannot be sampled (no finite value): the sequence fails, the batch goes on."""
 
 
 class Sampler:
@@ -43,6 +53,8 @@ class Sampler:
     def sample(self, logits: np.ndarray) -> tuple[int, TokenLogprobs | None]:
         """Next token for a 1-D float32 logits row; the row may be modified in place."""
         p = self.params
+        if not np.isfinite(logits.max()):  # one reduction on the usual path; NaN propagates through max
+            _clean(logits)
         info = _logprobs(logits, p.logprobs) if p.logprobs is not None else None
         self._penalise(logits)
         token = int(np.argmax(logits)) if p.greedy else self._draw(logits)
@@ -58,13 +70,25 @@ class Sampler:
 
     def _draw(self, logits: np.ndarray) -> int:
         p = self.params
-        scaled = logits if p.temperature == 1.0 else logits / np.float32(p.temperature)
-        probs = np.exp(scaled - scaled.max())  # unnormalised: the best token has 1.0
+        # Unnormalised, the best token at 1.0. Shifted before scaling: (x - max) / t <= 0, so a small t gives
+        # probabilities of 0, never inf - inf = NaN.
+        shifted = logits - logits.max()
+        probs = np.exp(shifted if p.temperature == 1.0 else shifted / np.float32(p.temperature))
         vocab = probs.shape[0]
         top_k = p.top_k if 0 < p.top_k < vocab else vocab
         if top_k < vocab or p.top_p < 1.0:
             probs = np.where(probs >= _cut(probs, top_k, p.top_p), probs, np.float32(0.0))
         return _index_at_fraction(probs, self.rng.random(), strict=True)
+
+
+def _clean(logits: np.ndarray) -> None:
+    """Make a row samplable in place: NaN is never chosen, +inf tokens share the choice, -inf stays -inf."""
+    np.copyto(logits, -np.inf, where=np.isnan(logits))
+    top = np.isposinf(logits)
+    if top.any():  # the model says "certainly one of these": keep only them, equally likely
+        logits[:] = np.where(top, np.float32(0.0), np.float32(-np.inf))
+    elif not np.isfinite(logits.max()):
+        raise SamplingError("the model produced no finite logits for this sequence")
 
 
 def _cut(probs: np.ndarray, top_k: int, top_p: float) -> float:

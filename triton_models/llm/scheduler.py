@@ -14,9 +14,14 @@ from typing import Protocol
 
 import numpy as np
 
+from triton_models.contract import OVERLOADED, ModelError
 
-class Overloaded(RuntimeError):
-    """The waiting queue is full; the client should retry later (becomes UNAVAILABLE)."""
+
+class Overloaded(ModelError, RuntimeError):
+    """The waiting queue is full; the client should retry later (OVERLOADED, sent as UNAVAILABLE)."""
+
+    def __init__(self, message: str):
+        super().__init__(OVERLOADED, message)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
+from triton_models.contract import ModelError
 from triton_models.llm.params import SamplingParams
 from triton_models.llm.sampler import Sampler, TokenLogprobs
 from triton_models.llm.stops import StopMatcher
@@ -32,14 +33,15 @@ class RequestOutput:
 class ResponseSink(Protocol):
     """Where a request's responses go (the Triton response sender in production; a list in tests).
 
-    Called from the engine thread. Every request gets exactly one call with final=True, or one `fail`.
+    Called from the engine thread. Every request gets exactly one call with final=True, or one `fail` (the
+    error the client hears: a failed sequence, the model shutting down).
     """
 
     def is_cancelled(self) -> bool: ...
 
     def send(self, output: RequestOutput | None, final: bool) -> None: ...
 
-    def fail(self, message: str) -> None: ...
+    def fail(self, error: ModelError) -> None: ...
 
 
 @dataclass(frozen=True)
