@@ -44,7 +44,12 @@ class ServedModel:
 
 
 class ModelRegistry:
-    """Caches the index for `ttl_s`; a name it does not know triggers one refresh before a 404."""
+    """Caches the index for `ttl_s`; a name it does not know triggers one refresh before a 404.
+
+    Configs are cached per (name, version) while the model stays READY: a model seen loading, unloading or
+    missing, a failed index call (Triton down: the one that comes back may serve new files) and
+    `invalidate()` all drop them. Concurrent refreshes share the one in flight.
+    """
 
     def __init__(self, backend: Backend, ttl_s: float = 5.0):
         self.backend = backend
@@ -53,17 +58,39 @@ class ModelRegistry:
         self._configs: dict[tuple[str, str], tuple[str, dict[str, str]]] = {}  # (name, version) -> kind, params
         self._created: dict[str, int] = {}
         self._fetched_at = float("-inf")
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # one index read at a time, so results land in order
+        self._inflight: asyncio.Future | None = None
+        self._generation = 0  # bumped by invalidate(): a refresh started before it is not reused after
+        self._inflight_generation = 0
 
     def invalidate(self) -> None:
         """Forget the index and every config: a model reloaded with an override keeps its version number,
         so a config cached by (name, version) could outlive the change."""
         self._fetched_at = float("-inf")
         self._configs.clear()
+        self._generation += 1
 
     async def refresh(self) -> dict[str, ServedModel]:
+        """The index read now; callers arriving while a read is in flight wait for that one instead."""
+        task = self._inflight
+        if task is None or task.done() or self._inflight_generation != self._generation:
+            task = self._inflight = asyncio.ensure_future(self._refresh())
+            self._inflight_generation = self._generation
+            task.add_done_callback(_retrieve)  # no "exception never retrieved" when every waiter left
+        # shield: a caller that gives up (client gone) does not cancel the read the others wait for
+        return await asyncio.shield(task)
+
+    async def _refresh(self) -> dict[str, ServedModel]:
         async with self._lock:
-            index = await self.backend.repository_index()
+            generation = self._generation
+            try:
+                index = await self.backend.repository_index()
+            except Exception:
+                self._configs.clear()
+                raise
+            listed = {entry["name"] for entry in index}
+            for key in [k for k in self._configs if k[0] not in listed]:
+                del self._configs[key]
             models = {}
             for entry in index:
                 name, version, state = entry["name"], entry.get("version", ""), entry.get("state", "")
@@ -77,7 +104,9 @@ class ModelRegistry:
                 cached = self._configs.get((name, version))
                 if cached is None:
                     config = await self.backend.model_config(name)
-                    cached = self._configs[(name, version)] = (model_kind(config), config_parameters(config))
+                    cached = (model_kind(config), config_parameters(config))
+                    if generation == self._generation:  # read before an invalidate(): used once, not kept
+                        self._configs[(name, version)] = cached
                 kind, params = cached
                 task = params.get("openai_task")
                 if not task:
@@ -85,7 +114,8 @@ class ModelRegistry:
                 created = self._created.setdefault(name, int(time.time()))
                 models[name] = ServedModel(name, version, state, task, params, created, kind)
             self._models = models
-            self._fetched_at = time.monotonic()
+            if generation == self._generation:
+                self._fetched_at = time.monotonic()
             return models
 
     async def list(self) -> list[ServedModel]:
@@ -106,3 +136,8 @@ class ModelRegistry:
             raise InvalidRequest(f"The model `{name}` serves {model.task}, not {' or '.join(tasks)}",
                                  param="model", code="model_task_mismatch")
         return model
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()

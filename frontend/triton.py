@@ -68,6 +68,10 @@ class TritonBackend:
             ("grpc.max_send_message_length", 2**31 - 1),
             ("grpc.max_receive_message_length", 2**31 - 1),
             ("grpc.lb_policy_name", lb_policy),
+            # gRPC's reconnect backoff grows to 120 s: after a Triton restart the frontend would answer 503 for
+            # that long. Triton is one hop away; retry often.
+            ("grpc.initial_reconnect_backoff_ms", 500),
+            ("grpc.max_reconnect_backoff_ms", 2000),
         ]
         self._client = grpcclient.InferenceServerClient(url, channel_args=channel_args)
 

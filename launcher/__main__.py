@@ -5,11 +5,18 @@ from __future__ import annotations
 import argparse
 import logging
 import secrets
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from launcher.repository import model_names, served_models
+from launcher.supervise import Supervisor
 from launcher.triton import LOOPBACK, RESTRICTED_PROTOCOLS, LaunchError, TritonServer
+
+log = logging.getLogger("launcher")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--triton-api-secret", default=None,
                        help=f"header value that unlocks Triton's {', '.join(RESTRICTED_PROTOCOLS)} protocols "
                             "(default: MODELGATE_TRITON_API_SECRET, else a random one per run)")
+    serve.add_argument("--triton-restart", choices=("always", "never"), default="always",
+                       help="when tritonserver dies: start it again with backoff (always), or stop and exit "
+                            "non-zero, leaving restarts to Kubernetes or compose (never)")
+    serve.add_argument("--shutdown-timeout-s", type=float, default=30.0,
+                       help="on SIGTERM/SIGINT: how long in-flight requests may finish, then how long Triton and "
+                            "its model processes may take to stop before they are killed")
     return parser
 
 
@@ -48,29 +61,77 @@ def prepare(args: argparse.Namespace):
     given = args.triton_api_secret or settings.triton_api_secret.get_secret_value()
     triton = TritonServer(args.repository, models, address=args.triton_address,
                           api_secret=given or secrets.token_urlsafe(32), http_port=args.triton_http_port,
-                          grpc_port=args.triton_grpc_port, metrics_port=args.triton_metrics_port)
+                          grpc_port=args.triton_grpc_port, metrics_port=args.triton_metrics_port,
+                          stop_timeout_s=args.shutdown_timeout_s)
     settings = settings.model_copy(update={"triton_grpc_url": triton.grpc_url,
                                            "triton_api_secret": SecretStr(triton.api_secret)})
     return triton, settings, bool(given)
 
 
+class Stop(BaseException):
+    """SIGTERM or SIGINT outside uvicorn's own handling (while Triton starts, or re-raised by uvicorn once it
+    has drained): unwinds to the shutdown. A BaseException, so no `except Exception` swallows it."""
+
+
+@contextmanager
+def stop_signals() -> Iterator[list[bool]]:
+    """SIGTERM/SIGINT raise Stop until the shutdown begins (set the yielded flag); later ones are logged.
+    uvicorn installs its own handlers while it serves and restores these after, re-raising what it caught."""
+    stopping = [False]
+
+    def handler(signum, frame):
+        if stopping[0]:
+            log.warning("%s: already shutting down", signal.Signals(signum).name)
+            return
+        stopping[0] = True
+        raise Stop
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield stopping
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def serve(args: argparse.Namespace) -> int:
+    """Triton, then the frontend; on a stop signal the reverse order: uvicorn stops accepting and lets the
+    requests in flight finish (bounded), then Triton stops and its model processes are waited for."""
     import uvicorn  # noqa: PLC0415
 
     from frontend.app import create_app  # noqa: PLC0415
     from frontend.triton import TRITON_API_HEADER  # noqa: PLC0415
 
     triton, settings, given = prepare(args)
-    with triton:
-        print(f"Triton on {triton.address}: gRPC :{triton.grpc_port}, HTTP :{triton.http_port}, "
-              f"metrics {triton.metrics_url}; models: {', '.join(triton.models)}", flush=True)
-        print(f"Triton's {', '.join(RESTRICTED_PROTOCOLS)} protocols need the {TRITON_API_HEADER} header "
-              f"({'the given secret' if given else 'a secret generated for this run'})", flush=True)
-        print(f"OpenAI API: http://{settings.host}:{settings.port}/v1 "
-              f"(serving {', '.join(settings.required_models)})", flush=True)
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                    log_config=None)
-    return 0
+    server = uvicorn.Server(uvicorn.Config(
+        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+        log_config=None, timeout_graceful_shutdown=max(1, int(args.shutdown_timeout_s))))
+    status = 0
+
+    def died(exit_status: int | None) -> None:  # --triton-restart=never: the platform restarts us
+        nonlocal status
+        log.error("tritonserver died (%s); exiting so that the platform restarts the service", exit_status)
+        status = 1
+        server.should_exit = True
+
+    supervisor = Supervisor(triton, restart=args.triton_restart == "always", on_death=died)
+    with stop_signals() as stopping:
+        try:
+            supervisor.start()
+            print(f"Triton on {triton.address}: gRPC :{triton.grpc_port}, HTTP :{triton.http_port}, "
+                  f"metrics {triton.metrics_url}; models: {', '.join(triton.models)}", flush=True)
+            print(f"Triton's {', '.join(RESTRICTED_PROTOCOLS)} protocols need the {TRITON_API_HEADER} header "
+                  f"({'the given secret' if given else 'a secret generated for this run'})", flush=True)
+            print(f"OpenAI API: http://{settings.host}:{settings.port}/v1 "
+                  f"(serving {', '.join(settings.required_models)})", flush=True)
+            server.run()
+        except Stop:
+            pass
+        finally:
+            stopping[0] = True
+            log.info("stopping tritonserver")
+            supervisor.stop()
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import httpx
 
+from launcher.processes import stop_group
+
 log = logging.getLogger(__name__)
 triton_log = logging.getLogger("tritonserver")
 
@@ -160,9 +162,13 @@ class TritonServer:
     cache_bytes: int = 64 * 1024 * 1024
     run_dir: Path = PROJECT_ROOT / ".run"
     startup_timeout_s: float = 180.0
+    # How long a stop waits for Triton and its model processes before killing the group; Triton itself is
+    # told to give in-flight requests a little less (--exit-timeout-secs), so its own stop fits inside.
+    stop_timeout_s: float = 30.0
     extra_args: list[str] = field(default_factory=list)
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
     _tail: deque = field(default_factory=lambda: deque(maxlen=200), init=False, repr=False)
+    _backend_dir: Path | None = field(default=None, init=False, repr=False)
 
     @property
     def connect_host(self) -> str:
@@ -230,6 +236,7 @@ class TritonServer:
             f"--cache-directory={wheel_dir() / 'caches'}",
             f"--cache-config=local,size={self.cache_bytes}",
             "--log-verbose=0",
+            f"--exit-timeout-secs={max(1, int(self.stop_timeout_s * 0.8))}",
         ]
         if self.api_secret is not None:
             args += restricted_flags(self.api_secret)
@@ -237,22 +244,37 @@ class TritonServer:
         return args + self.extra_args
 
     def start(self) -> "TritonServer":
-        self._check()
-        backend_dir = build_backend_dir(self.run_dir / f"backends-{os.getpid()}-{self.grpc_port}")
-        cmd = self.command(backend_dir)
-        log.info("starting tritonserver on %s (grpc %s, http %s, metrics %s)", self.address, self.grpc_port,
-                 self.http_port, self.metrics_port)
-        self._proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=stub_environment(),
-            text=True, errors="replace", start_new_session=True, preexec_fn=_die_with_parent,
-        )
-        threading.Thread(target=self._forward_log, daemon=True).start()
-        self._wait_ready()
+        """Launch tritonserver and wait until it is ready (LaunchError when it exits or times out first)."""
+        self.launch()
+        self.wait_ready()
         return self
 
-    def _forward_log(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        for line in self._proc.stdout:
+    def launch(self) -> subprocess.Popen:
+        """Start the process and return it, without waiting: the group it leads is Triton and its stubs."""
+        self._check()
+        self._backend_dir = build_backend_dir(self.run_dir / f"backends-{os.getpid()}-{self.grpc_port}")
+        cmd = self.command(self._backend_dir)
+        log.info("starting tritonserver on %s (grpc %s, http %s, metrics %s)", self.address, self.grpc_port,
+                 self.http_port, self.metrics_port)
+        try:
+            self._proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=stub_environment(),
+                text=True, errors="replace", start_new_session=True, preexec_fn=_die_with_parent,
+            )
+        except OSError as exc:
+            self._remove_backend_dir()
+            raise LaunchError(f"cannot run tritonserver: {exc}") from exc
+        threading.Thread(target=self._forward_log, args=(self._proc,), daemon=True).start()
+        return self._proc
+
+    def wait(self) -> int | None:
+        """Block until the running tritonserver exits; its exit status (None when none was running)."""
+        proc = self._proc
+        return proc.wait() if proc is not None else None
+
+    def _forward_log(self, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
             line = line.rstrip()
             self._tail.append(line)
             triton_log.info("%s", line)
@@ -264,25 +286,34 @@ class TritonServer:
                 return line.strip()
         return self._tail[-1].strip() if self._tail else "no output"
 
-    def _wait_ready(self) -> None:
-        if wait_for_http(f"{self.http_url}/v2/health/ready", self._proc, self.startup_timeout_s, 0.25):
+    def wait_ready(self) -> None:
+        """Wait for the launched process to be ready; when it is not, stop it and raise LaunchError."""
+        proc = self._proc
+        if proc is None:
+            raise LaunchError("tritonserver was stopped before it was ready")
+        if wait_for_http(f"{self.http_url}/v2/health/ready", proc, self.startup_timeout_s, 0.25):
             return
-        if self._proc.poll() is not None:
+        if proc.poll() is not None:
             time.sleep(0.2)  # let the log thread drain
-            raise LaunchError(f"tritonserver exited ({self._proc.returncode}): {self._failure_reason()}")
+            self.stop()  # its stubs and backend folder
+            raise LaunchError(f"tritonserver exited ({proc.returncode}): {self._failure_reason()}")
         self.stop()
-        raise LaunchError(f"tritonserver not ready after {self.startup_timeout_s:.0f}s: {self._failure_reason()}")
+        raise LaunchError(
+            f"tritonserver not ready after {self.startup_timeout_s:.0f}s: {self._failure_reason()}")
 
-    def stop(self, timeout_s: float = 20.0) -> None:
+    def stop(self, timeout_s: float | None = None) -> None:
+        """Triton's graceful stop (SIGINT: unload the models, stop their stubs), bounded by `timeout_s`
+        (default stop_timeout_s), then SIGKILL to what is left of its process group; the backend folder
+        goes too. A Triton that already died has its orphaned stubs killed at once."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGINT)  # Triton's graceful shutdown: stops models, then exits
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc is not None:
+            stop_group(proc, self.stop_timeout_s if timeout_s is None else timeout_s, signal.SIGINT)
+        self._remove_backend_dir()
+
+    def _remove_backend_dir(self) -> None:
+        folder, self._backend_dir = self._backend_dir, None
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def __enter__(self) -> "TritonServer":
         return self.start()
