@@ -114,7 +114,12 @@ class TritonBackend:
             model, _infer_inputs(inputs), outputs=requested, request_id=request_id, headers=self._headers,
             client_timeout=self.timeout_s,
         ))
-        return _outputs(result, outputs)
+        answered = _outputs(result, outputs)
+        missing = [name for name in outputs if name not in answered]
+        if missing:  # Triton 2.51's response cache keeps an error as an empty success: never index into it
+            log.error("%s answered without %s (request %s)", model, ", ".join(missing), request_id)
+            raise APIError(f"the model `{model}` answered without its outputs; retry with different input")
+        return answered
 
     async def stream(self, model: str, inputs: Tensors, outputs: list[str],
                      request_id: str = "") -> AsyncIterator[Tensors]:
