@@ -21,7 +21,10 @@ BENCHMARKS = {
     "embeddings": "bench.embeddings",
     "images": "bench.images",
     "llm": "bench.llm",
+    "soak": "bench.soak",
 }
+# Run only when named (`python -m bench soak --minutes 10`), and written to their own page.
+ON_REQUEST = {"soak": ROOT / "docs" / "reliability.md"}
 
 
 def write_section(name: str, body: str, path: Path = DOCS) -> None:
@@ -42,16 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     parser.add_argument("--rounds", type=int, help="rounds per measurement (default: each benchmark's own)")
+    parser.add_argument("--minutes", type=float, help="soak: how long the traffic runs (default: 10)")
     args = parser.parse_args(argv)
     unknown = set(args.names) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmarks: {', '.join(sorted(unknown))}")
-    for name in args.names or list(BENCHMARKS):
+    for name in args.names or [n for n in BENCHMARKS if n not in ON_REQUEST]:
         options = {"rounds": args.rounds} if args.rounds else {}
+        if name == "soak":
+            options = {"minutes": args.minutes} if args.minutes else {}
         body = importlib.import_module(BENCHMARKS[name]).run(args.repository, threads=args.threads, **options)
         print(f"## {name}\n\n{body}\n", flush=True)
         if not args.no_write:
-            write_section(name, body)
+            write_section(name, body, ON_REQUEST.get(name, DOCS))
     return 0
 
 
