@@ -26,9 +26,13 @@ _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"ty
 # What every inference operation can answer besides 200: the request (400, 413), the key (401, 403, 429),
 # the model (404, 503) and the deadline (504).
 INFERENCE = (400, 401, 403, 404, 413, 429, 503, 504)
+# Before OpenAPI 3.2 (FastAPI writes 3.1), an event stream's `schema` describes one event, as SSE parses it.
 SERVER_SENT_EVENTS = {"text/event-stream": {"schema": {
-    "type": "string", "description": "with `stream: true`: `data: {chunk}` events, an error as one more event "
-                                     "carrying the error envelope, and `data: [DONE]` last"}}}
+    "type": "object", "required": ["data"],
+    "description": "with `stream: true`: one `data:` event per chunk, an error after the first byte as one more "
+                   "event carrying the error envelope, and `data: [DONE]` last",
+    "properties": {"data": {"type": "string", "description": "a chunk object as JSON, or `[DONE]`"},
+                   "event": {"type": "string"}, "id": {"type": "string"}, "retry": {"type": "integer"}}}}}
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
