@@ -29,8 +29,8 @@ ON_REQUEST = {"soak": ROOT / "docs" / "reliability.md"}
 
 def write_section(name: str, body: str, path: Path = DOCS) -> None:
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    stamp = (f"_Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} cores, "
-             f"with `make bench` (`python -m bench {name}`)._")
+    command = f"`python -m bench {name}`" if name in ON_REQUEST else f"`make bench` (`python -m bench {name}`)"
+    stamp = f"_Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} cores, with {command}._"
     block = f"<!-- BEGIN {name} -->\n{stamp}\n\n{body}\n<!-- END {name} -->"
     pattern = re.compile(rf"<!-- BEGIN {name} -->.*?<!-- END {name} -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else f"{text.rstrip()}\n\n## {name}\n\n{block}\n"
