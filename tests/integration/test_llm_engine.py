@@ -428,9 +428,11 @@ def test_sequence_counts_are_reported_as_they_change(parts):
     counts = []
     decoder, tokenizer = parts
     engine = Engine(decoder, tokenizer, EngineConfig(llm_tiny.CONTEXT_LENGTH, Limits(max_num_seqs=2)),
-                    on_sequences=lambda running, waiting: counts.append((running, waiting))).start()
+                    on_sequences=lambda running, waiting: counts.append((running, waiting)))
+    # All three queued before the engine thread runs: two run together, one waits (no race with a fast model).
+    sinks = [submit(engine, f"Count {i}", max_tokens=3, **GREEDY) for i in range(3)]
+    engine.start()
     try:
-        sinks = [submit(engine, f"Count {i}", max_tokens=3, **GREEDY) for i in range(3)]
         for sink in sinks:
             _wait(sink)
         deadline = time.monotonic() + 5
