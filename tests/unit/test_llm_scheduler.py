@@ -37,8 +37,9 @@ def test_queue_bound_counts_requests_and_raises_overloaded():
     shared = object()
     s.enqueue([Seq(5, shared), Seq(5, shared)])  # one request with n=2
     s.enqueue([Seq(5)])
-    with pytest.raises(Overloaded, match="overloaded"):
+    with pytest.raises(Overloaded, match="already waiting") as info:
         s.enqueue([Seq(5)])
+    assert info.value.code == "overloaded" and info.value.status == 503  # typed, not a word in the message
     assert len(s.waiting) == 3
 
 

@@ -66,9 +66,7 @@ class Scheduler:
     def enqueue(self, sequences: Seq[Waiting]) -> None:
         """Queue a new request's sequences, or raise Overloaded when max_queue requests already wait."""
         if self.waiting_requests() >= self.limits.max_queue:
-            raise Overloaded(
-                f"overloaded: {self.limits.max_queue} requests are already waiting (max_queue); retry later"
-            )
+            raise Overloaded(f"{self.limits.max_queue} requests are already waiting (max_queue); retry later")
         self.waiting.extend(sequences)
 
     def requeue(self, sequences: Seq[Waiting]) -> None:
