@@ -194,6 +194,8 @@ def _validation_error(exc: RequestValidationError) -> InvalidRequest:
         param = cause.field or _path(first.get("loc", ()))
         return InvalidRequest(_named(param, str(cause)), param=param, code=cause.code)
     param = _path(first.get("loc", ()))
+    if param is None and first.get("type") == "missing":  # no body at all
+        return InvalidRequest("the request needs a JSON object body", code="missing_body")
     message = first.get("msg", "invalid value").removeprefix("Value error, ")
     union = _member(first.get("loc", ()))
     if first.get("type", "").endswith("_type") and union is not None:  # no member took it: list them all

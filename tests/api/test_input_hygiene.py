@@ -126,3 +126,9 @@ async def test_a_client_error_keeps_the_connection(client):
     r = await post_raw(client, "/v1/embeddings", raw(EMBEDDING, input='"\\ud800"'))
     assert_error(r, 400)
     assert "connection" not in r.headers
+
+
+async def test_a_request_without_a_body_says_so(client):
+    r = await client.post("/v1/chat/completions")
+    error = assert_error(r, 400, code="missing_body")
+    assert "JSON object body" in error["message"]
