@@ -17,7 +17,15 @@ from fastapi import Depends, Request
 from frontend.auth import METRICS, ApiKey, KeyStore
 from frontend.cache import DEFAULT_MODEL_TASKS, lookup
 from frontend.context import RequestContext, context_of
-from frontend.errors import APIError, AuthenticationError, NotFound, PermissionDenied, RateLimited, check_unicode
+from frontend.errors import (
+    APIError,
+    AuthenticationError,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    check_unicode,
+)
 from frontend.metrics import NO_MODEL, UNKNOWN_MODEL, Metrics
 from frontend.ratelimit import RateLimiter
 from frontend.registry import ModelRegistry, ServedModel
@@ -43,7 +51,11 @@ def admitted(scope: str):
         body = await _json_body(request)
         check_unicode(body)  # before the cache key or a label is made of it: a lone surrogate is the client's
         model = await _label(services.registry, ctx, request.url.path, body)
-        await admit_key(services.limiter, services.metrics, ctx, key, _units(request.url.path, body))
+        units = _units(request.url.path, body)
+        if units > services.settings.completions_max_prompts:  # refused before it costs the key anything
+            raise InvalidRequest(f"at most {services.settings.completions_max_prompts} prompts per request, got "
+                                 f"{units}", param="prompt")
+        await admit_key(services.limiter, services.metrics, ctx, key, units)
         if body is not None:
             lookup(services.cache, services.metrics, ctx, model, request.url.path, body,
                    request.headers.get("cache-control", ""), request.headers.get("x-cache-bypass"))

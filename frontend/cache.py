@@ -197,7 +197,8 @@ def lookup(cache: ResponseCache | None, metrics: Metrics, ctx: RequestContext, m
     directives = cache_control.lower()
     no_store = "no-store" in directives
     bypass = no_store or "no-cache" in directives or bypass_header in ("1", "true")
-    key = cache.key(ctx.tenant, model.name, model.version, path, body)
+    # The config's digest too: a reload with another config keeps the version number.
+    key = cache.key(ctx.tenant, model.name, f"{model.version}/{model.digest}", path, body)
     if key is None:
         return
     if not bypass:

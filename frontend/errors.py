@@ -157,9 +157,10 @@ def from_triton(status: str | None, message: str) -> APIError:
     name = (status or "").rsplit(".", 1)[-1]
     message = _ENSEMBLE_PREFIX.sub("", message or "Triton error").strip()
     error = _GRPC_ERRORS.get(name)
-    if error is None:
+    if error is None:  # a crash or a bug on the server's side: its words stay in the log
         log.error("Triton error %s: %s", name or "UNKNOWN", message)
-        return APIError(f"inference failed: {message}")
+        return APIError("the model failed on this request; the server log has the details (find it by the "
+                        "response's x-request-id)")
     return error(message)
 
 

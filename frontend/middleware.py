@@ -3,6 +3,7 @@ and the body size limit."""
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from frontend.context import STATE_KEY, RequestContext
@@ -10,6 +11,7 @@ from frontend.errors import RequestTooLarge, error_response
 from frontend.logs import request_id_var
 
 REQUEST_ID_HEADER = b"x-request-id"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class ContextLayer:
@@ -23,9 +25,10 @@ class ContextLayer:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        given = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"").decode("latin-1")[:128]
+        given = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"").decode("latin-1")
         client = scope.get("client")
-        ctx = RequestContext(given or uuid.uuid4().hex, client[0] if client else None)
+        # The client's id only if it is a plain token: it reaches every log line and Triton's error texts.
+        ctx = RequestContext(given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex, client[0] if client else None)
         state = scope.setdefault("state", {})
         state[STATE_KEY] = ctx
         state["request_id"] = ctx.request_id

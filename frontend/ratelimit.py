@@ -25,7 +25,7 @@ from limits.storage import storage_from_string
 from redis.exceptions import RedisError
 
 from frontend.auth import ApiKey
-from frontend.errors import RateLimited
+from frontend.errors import InvalidRequest, RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,10 @@ class RateLimiter:
                 raise _refuse(TOKENS, f"Rate limit reached for `{key.name}` on tokens per minute: limit "
                               f"{tokens.limit}", tokens.reset_s, tokens.headers(TOKENS))
             requests = budgets.get(REQUESTS)
+            if requests is not None and cost > requests.limit:  # could never be admitted: no use waiting
+                raise InvalidRequest(f"this request counts as {cost} requests (one per prompt), over the "
+                                     f"{requests.limit} per minute `{key.name}` may send; send fewer prompts",
+                                     param="prompt")
             if requests is not None:
                 item = RateLimitItemPerMinute(limits.requests_per_minute)
                 if not await self.windows[REQUESTS].hit(item, *self._ids(key, REQUESTS), cost=cost):

@@ -6,6 +6,8 @@ No second, hand-kept list: a model is served when it is loaded and its config sa
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from triton_models.contract import SALTED_KINDS, model_kind
 log = logging.getLogger(__name__)
 
 READY = "READY"
+CONFIG_TTL_S = 30.0  # how long a model's config is trusted without reading it again
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class ServedModel:
     parameters: dict[str, str]
     created: int
     kind: str = ""  # triton_models.contract.model_kind of its config
+    digest: str = ""  # of its config parameters: a reload with another config, same version, changes it
 
     @property
     def ready(self) -> bool:
@@ -55,7 +59,9 @@ class ModelRegistry:
         self.backend = backend
         self.ttl_s = ttl_s
         self._models: dict[str, ServedModel] = {}
-        self._configs: dict[tuple[str, str], tuple[str, dict[str, str]]] = {}  # (name, version) -> kind, params
+        # (name, version) -> (read at, kind, params). Re-read after CONFIG_TTL_S: another replica, or an operator
+        # talking to Triton directly, may have reloaded the model with another config under the same version.
+        self._configs: dict[tuple[str, str], tuple[float, str, dict[str, str]]] = {}
         self._created: dict[str, int] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()  # one index read at a time, so results land in order
@@ -99,20 +105,21 @@ class ModelRegistry:
                     known = self._models.get(name)
                     if known is not None and state:  # loading/unloading: keep it visible, not ready
                         models[name] = ServedModel(name, version, state, known.task, known.parameters, known.created,
-                                                   known.kind)
+                                                   known.kind, known.digest)
                     continue
                 cached = self._configs.get((name, version))
-                if cached is None:
+                if cached is None or time.monotonic() - cached[0] > CONFIG_TTL_S:
                     config = await self.backend.model_config(name)
-                    cached = (model_kind(config), config_parameters(config))
+                    cached = (time.monotonic(), model_kind(config), config_parameters(config))
                     if generation == self._generation:  # read before an invalidate(): used once, not kept
                         self._configs[(name, version)] = cached
-                kind, params = cached
+                _, kind, params = cached
                 task = params.get("openai_task")
                 if not task:
                     continue  # an internal network, tokenizer or pipeline step
                 created = self._created.setdefault(name, int(time.time()))
-                models[name] = ServedModel(name, version, state, task, params, created, kind)
+                digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+                models[name] = ServedModel(name, version, state, task, params, created, kind, digest)
             self._models = models
             if generation == self._generation:
                 self._fetched_at = time.monotonic()

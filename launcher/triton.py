@@ -155,7 +155,7 @@ class TritonServer:
     repository: Path
     models: list[str]
     address: str = LOOPBACK
-    api_secret: str | None = None
+    api_secret: str | None = field(default=None, repr=False)
     http_port: int = 0
     grpc_port: int = 0
     metrics_port: int = 0

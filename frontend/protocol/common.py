@@ -38,30 +38,50 @@ class UnsupportedField(FieldError):
         super().__init__(field, f"`{field}` is not supported by this server")
 
 
+MAX_DEPTH = 64  # nesting a request body may have: OpenAI's deepest (tool schemas) are far shallower
+
+
+class TooDeep(Exception):
+    def __init__(self, path: str):
+        super().__init__(path)
+        self.path = path
+
+
 def surrogate_path(value: Any, path: str = "") -> str | None:
     """The dotted path (`messages.0.content`) of the first string in `value` (dict keys included) holding an
-    unpaired surrogate; "" for the top level; None when every string is valid Unicode."""
-    if isinstance(value, str):
-        return path if not value.isascii() and _SURROGATE.search(value) else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            child = f"{path}.{key}" if path else str(key)
-            if isinstance(key, str) and surrogate_path(key) is not None:
-                return path  # the key itself is not text: name where it is, not the key
-            found = surrogate_path(item, child)
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found = surrogate_path(item, f"{path}.{index}" if path else str(index))
-            if found is not None:
-                return found
+    unpaired surrogate; "" for the top level; None when every string is valid Unicode. Iterative, so a deeply
+    nested body cannot exhaust the stack; TooDeep past MAX_DEPTH levels."""
+    stack = [(value, path, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _SURROGATE.search(item):
+                return where
+            continue
+        if depth >= MAX_DEPTH and isinstance(item, (dict, list)):
+            raise TooDeep(where)
+        if isinstance(item, dict):
+            children = []
+            for key, child in item.items():
+                if isinstance(key, str) and not key.isascii() and _SURROGATE.search(key):
+                    children.append((key, where, depth + 1))  # the key itself is not text: name where it is
+                    break
+                children.append((child, f"{where}.{key}" if where else str(key), depth + 1))
+            stack.extend(reversed(children))  # depth first, in document order
+        elif isinstance(item, list):
+            stack.extend(reversed([(child, f"{where}.{i}" if where else str(i), depth + 1)
+                                   for i, child in enumerate(item)]))
     return None
 
 
 def unicode_problem(data: Any) -> FieldError | None:
-    """The error for a request whose strings hold an unpaired surrogate (named by path), or None."""
-    path = surrogate_path(data)
+    """The error for a request whose strings hold an unpaired surrogate (named by path), or that is nested
+    too deeply to be a real request; None when it is fine."""
+    try:
+        path = surrogate_path(data)
+    except TooDeep as deep:
+        return FieldError(deep.path or None, f"{deep.path or 'the request'}: nested more than {MAX_DEPTH} levels "
+                                             "deep")
     if path is None:
         return None
     return FieldError(path or None, f"{path or 'the request'}: contains an unpaired surrogate (\\ud800-\\udfff), "

@@ -127,6 +127,7 @@ class ChatService:
         generation = Generation(self.backend, model.name, prompt, params, stream=request.stream,
                                 top_logprobs=top, request_id=ctx.request_id, param="messages", images=images,
                                 usage=ctx.usage)
+        ctx.on_close(generation.aclose)  # even if the response never starts, its Triton stream is closed
         head = {"id": response_id("chatcmpl"), "created": now(), "model": model.name, "system_fingerprint": None}
         if request.stream:
             await cancel_on_disconnect(generation.start(), is_disconnected)  # queued: may wait for a slot

@@ -69,6 +69,8 @@ class CompletionService:
                                   top_logprobs=request.logprobs, request_id=ctx.request_id, param="prompt",
                                   usage=ctx.usage)
                        for prompt in request.prompts]
+        for generation in generations:  # even if the response never starts, their Triton streams are closed
+            ctx.on_close(generation.aclose)
         head = {"id": response_id("cmpl"), "object": "text_completion", "created": now(), "model": model.name,
                 "system_fingerprint": None}
         if request.stream:

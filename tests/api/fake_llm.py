@@ -86,7 +86,8 @@ class FakeLLM:
         try:
             for step in range(steps):
                 if self.fail_after is not None and step >= self.fail_after:
-                    raise from_triton("StatusCode.INTERNAL", "generation failed: the fake engine broke")
+                    raise from_triton("StatusCode.INTERNAL", contract.ModelError(
+                        contract.GENERATION_FAILED, "generation failed for this request; please retry").encode())
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
                 final = step == steps - 1

@@ -160,8 +160,8 @@ async def test_error_after_the_first_byte_is_an_event_then_done(client, backend)
     r = await client.post(URL, json=chat(stream=True))
     assert r.status_code == 200
     events = sse_events(r.text)
-    assert events[-1] == {"error": {"message": "inference failed: generation failed: the fake engine broke",
-                                    "type": "server_error", "param": None, "code": None}}
+    assert events[-1] == {"error": {"message": "generation failed for this request; please retry",
+                                    "type": "server_error", "param": None, "code": "generation_failed"}}
     assert len(events) == 4  # role, two deltas, the error: no finish_reason chunk
     assert "".join(e["choices"][0]["delta"]["content"] for e in events[1:3]) == answer(count=2)
 

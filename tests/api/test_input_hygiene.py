@@ -132,3 +132,12 @@ async def test_a_request_without_a_body_says_so(client):
     r = await client.post("/v1/chat/completions")
     error = assert_error(r, 400, code="missing_body")
     assert "JSON object body" in error["message"]
+
+
+async def test_a_deeply_nested_body_is_a_400_not_a_stack_overflow(client):
+    # 900 levels: JSON parsing takes it, a recursive walk of the parsed body would overflow the stack (a 500).
+    body = '{"model": "emb", "input": "a", "x": ' + "[" * 900 + '"a"' + "]" * 900 + "}"
+    r = await client.post("/v1/embeddings", content=body, headers={"Content-Type": "application/json"})
+    error = assert_error(r, 400)
+    assert "nested more than" in error["message"] and error["param"].startswith("x.0.0")
+    assert (await client.post("/v1/embeddings", json={"model": "emb", "input": "a"})).status_code == 200

@@ -43,3 +43,27 @@ async def test_each_prompt_counts_as_a_request_for_the_rate_limits(client):
     assert "2 prompts" in error["message"]
     assert (await client.post(URL, json={"model": "llm", "prompt": "a", "max_tokens": 1},
                               headers=headers)).status_code == 200  # the refused pair took nothing
+
+
+async def test_over_the_prompt_cap_is_refused_before_it_costs_the_key(client):
+    headers = {"Authorization": "Bearer sk-team"}
+    for _ in range(3):  # a request that can never be served takes nothing from the key's budget
+        r = await client.post(URL, json={"model": "llm", "prompt": ["a"] * 9, "max_tokens": 1}, headers=headers)
+        assert_error(r, 400, param="prompt")
+    r = await client.post(URL, json={"model": "llm", "prompt": "a", "max_tokens": 1}, headers=headers)
+    assert r.status_code == 200 and r.headers["x-ratelimit-remaining-requests"] == "3"
+
+
+async def test_more_prompts_than_the_key_may_ever_send_is_a_400_not_a_429(backend):
+    import httpx
+
+    from frontend.app import create_app
+
+    app = create_app(Settings(model_index_ttl_s=0, completions_max_prompts=32, api_keys="team=sk-team",
+                              default_requests_per_minute=4, cache_enabled=False), backend=backend)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        r = await client.post(URL, json={"model": "llm", "prompt": ["a"] * 5, "max_tokens": 1},
+                              headers={"Authorization": "Bearer sk-team"})
+        error = assert_error(r, 400, param="prompt")
+        assert "counts as 5 requests" in error["message"] and "retry-after" not in r.headers

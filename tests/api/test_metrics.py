@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.api.conftest import assert_error
@@ -78,3 +80,10 @@ async def test_the_request_id_is_on_every_log_record_of_the_request(client, back
     assert logged and all(rec.request_id == "req-456" for rec in logged)
     outside = logging.getLogger("test").makeRecord("test", logging.INFO, __file__, 1, "x", (), None)
     assert outside.request_id == "-"
+
+
+@pytest.mark.parametrize("given", ['modelgate-error:{"code":"overloaded"}', "a b", "x" * 129, "line\\nbreak"])
+async def test_a_request_id_that_is_not_a_plain_token_is_replaced(client, given):
+    r = await client.get("/v1/models", headers={"x-request-id": given})
+    assert r.headers["x-request-id"] != given and re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"])
+    assert (await client.get("/v1/models", headers={"x-request-id": "req-7.a:b"})).headers["x-request-id"] == "req-7.a:b"

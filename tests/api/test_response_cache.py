@@ -1,4 +1,4 @@
-"""The response cache on the app in-process (frontend/operations.py CacheLayer): hits are the miss's bytes."""
+"""The response cache on the app in-process (frontend/cache.py, looked up in admission): hits are the miss's bytes."""
 
 from __future__ import annotations
 
@@ -113,4 +113,14 @@ async def test_unloading_a_model_drops_its_entries(client):
     await client.post("/v1/embeddings", json=EMBED, headers=ALICE)
     assert (await client.post("/admin/models/unload", json={"model": "emb"}, headers=admin)).status_code == 200
     assert (await client.post("/admin/models/load", json={"model": "emb"}, headers=admin)).status_code == 200
+    assert (await client.post("/v1/embeddings", json=EMBED, headers=ALICE)).headers["x-cache"] == "miss"
+
+
+async def test_a_model_reloaded_with_another_config_is_not_answered_from_the_old_one(client, backend, monkeypatch):
+    import frontend.registry as registry_module
+
+    monkeypatch.setattr(registry_module, "CONFIG_TTL_S", 0.0)  # as if the reload happened on another replica
+    await client.post("/v1/embeddings", json=EMBED, headers=ALICE)
+    assert (await client.post("/v1/embeddings", json=EMBED, headers=ALICE)).headers["x-cache"] == "hit"
+    backend.models["emb"] = {**backend.models["emb"], "max_inputs_per_request": "1"}  # same version, new config
     assert (await client.post("/v1/embeddings", json=EMBED, headers=ALICE)).headers["x-cache"] == "miss"

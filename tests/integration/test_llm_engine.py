@@ -424,6 +424,30 @@ def test_a_failing_prefill_fails_its_group_not_the_batch(parts):
     assert running.text == expected and later.finish_reason == "length"
 
 
+def test_one_bad_sequence_in_a_prefill_group_fails_alone(parts):
+    expected = alone(parts, "Good prompt here", max_tokens=4, **GREEDY).text
+    poison = parts[1].encode("Poison prompt here")
+    engine = make_engine(parts)
+    real_run = engine.decoder.run
+
+    prefill_rows = []
+
+    def fails_on_poison(input_ids, *args, **kwargs):  # as a broken image embedding would
+        if input_ids.shape[1] > 1:
+            prefill_rows.append(input_ids.shape[0])
+        if any(list(row[-len(poison):]) == poison for row in input_ids.tolist()):
+            raise RuntimeError("injected fault")
+        return real_run(input_ids, *args, **kwargs)
+
+    engine.decoder = _Recording(engine.decoder, fails_on_poison)
+    good = submit(engine, "Good prompt here", max_tokens=4, **GREEDY)
+    bad = submit(engine, "Poison prompt here", max_tokens=4, **GREEDY)
+    run(engine, [good, bad])
+    assert prefill_rows[0] == 2  # the two prompts were prefilled as one group first
+    assert bad.error.code == GENERATION_FAILED
+    assert good.error is None and good.text == expected  # its group failed; alone it ran
+
+
 def test_sequence_counts_are_reported_as_they_change(parts):
     counts = []
     decoder, tokenizer = parts

@@ -38,3 +38,9 @@ def test_plain_text_is_never_classified_by_its_words():
 def test_envelope_shape():
     body = errors.InvalidRequest("bad", param="input").envelope()
     assert body == {"error": {"message": "bad", "type": "invalid_request_error", "param": "input", "code": None}}
+
+
+def test_an_unknown_triton_failure_keeps_its_words_in_the_log(caplog):
+    error = errors.from_triton("StatusCode.INTERNAL", "Stub process 'llm_0_0' is not healthy at 0x7f00")
+    assert error.status == 500 and "Stub process" not in error.message and "x-request-id" in error.message
+    assert "Stub process 'llm_0_0' is not healthy" in caplog.text

@@ -102,3 +102,17 @@ async def test_a_model_seen_reloading_missing_or_triton_down_rereads_its_config(
         await registry.refresh()
         backend.state = "READY"
     assert (await registry.get("m")).int_param("context_length") == 512
+
+
+async def test_a_config_changed_elsewhere_is_seen_within_its_ttl(backend, monkeypatch):
+    """Another replica (or an operator on Triton) reloads the model with another config, same version."""
+    import frontend.registry as registry_module
+
+    registry = ModelRegistry(backend, ttl_s=0)
+    before = await registry.get("m")
+    backend.params = {**backend.params, "context_length": "512"}
+    assert (await registry.get("m")).parameters["context_length"] == "256"  # trusted for a while
+    monkeypatch.setattr(registry_module, "CONFIG_TTL_S", 0.0)
+    after = await registry.get("m")
+    assert after.parameters["context_length"] == "512" and after.version == before.version
+    assert after.digest != before.digest  # what the response cache keys on besides the version

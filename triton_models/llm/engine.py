@@ -187,23 +187,34 @@ class Engine:
 
     def _prefill(self, sequences: list[Sequence]) -> None:
         for group in length_groups(sequences, self.config.prefill_chunk):
-            lengths = [s.cache_tokens for s in group]
-            width = max(lengths)
-            self.stats.prefilled += sum(lengths)
-            ids, mask, positions = left_padded([s.tokens for s in group])
-            try:
-                embeds = self._prompt_embeds(group, ids, [width - n for n in lengths], 0)
-                logits, present = self.decoder.run(ids, mask, positions, self.decoder.empty_past(len(group)),
-                                                   inputs_embeds=embeds)
-            except Exception:  # the group never joins the batch: only its requests fail
-                log.exception("prefill of %d sequence(s) failed", len(group))
-                self._fail_requests(group, FAILED)
+            if self._prefill_group(group, fail=len(group) == 1):
                 continue
-            self.cache.append(present, lengths)
-            self.running.extend(group)
-            for row, (seq, length) in enumerate(zip(group, lengths)):
-                self._remember(seq, functools.partial(row_kv, present, row, width - length))
-            self._sample(group, logits)
+            # One sequence (its image features, say) broke the shared run: each goes alone, so only it fails.
+            for seq in group:
+                self._prefill_group([seq], fail=True)
+
+    def _prefill_group(self, group: list[Sequence], fail: bool) -> bool:
+        """Prefill these sequences together and join them to the batch; False if the run failed (their
+        requests failed too when `fail`)."""
+        lengths = [s.cache_tokens for s in group]
+        width = max(lengths)
+        ids, mask, positions = left_padded([s.tokens for s in group])
+        try:
+            embeds = self._prompt_embeds(group, ids, [width - n for n in lengths], 0)
+            logits, present = self.decoder.run(ids, mask, positions, self.decoder.empty_past(len(group)),
+                                               inputs_embeds=embeds)
+        except Exception:  # the group never joins the batch
+            log.exception("prefill of %d sequence(s) failed", len(group))
+            if fail:
+                self._fail_requests(group, FAILED)
+            return False
+        self.stats.prefilled += sum(lengths)
+        self.cache.append(present, lengths)
+        self.running.extend(group)
+        for row, (seq, length) in enumerate(zip(group, lengths)):
+            self._remember(seq, functools.partial(row_kv, present, row, width - length))
+        self._sample(group, logits)
+        return True
 
     def _cached_prefix(self, seq: Sequence) -> PrefillJob | None:
         """A prefill job starting after the longest cached prefix of the sequence's tokens, if any."""
