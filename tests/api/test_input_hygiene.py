@@ -134,10 +134,21 @@ async def test_a_request_without_a_body_says_so(client):
     assert "JSON object body" in error["message"]
 
 
-async def test_a_deeply_nested_body_is_a_400_not_a_stack_overflow(client):
-    # 900 levels: JSON parsing takes it, a recursive walk of the parsed body would overflow the stack (a 500).
-    body = '{"model": "emb", "input": "a", "x": ' + "[" * 900 + '"a"' + "]" * 900 + "}"
+async def test_a_deeply_nested_body_is_a_400_naming_where(client):
+    body = '{"model": "emb", "input": "a", "x": ' + "[" * 200 + '"a"' + "]" * 200 + "}"
     r = await client.post("/v1/embeddings", content=body, headers={"Content-Type": "application/json"})
     error = assert_error(r, 400)
     assert "nested more than" in error["message"] and error["param"].startswith("x.0.0")
     assert (await client.post("/v1/embeddings", json={"model": "emb", "input": "a"})).status_code == 200
+
+
+def test_the_body_walk_never_recurses():
+    from frontend.protocol.common import MAX_DEPTH, TooDeep, surrogate_path
+
+    deep: object = "a"
+    for _ in range(5000):  # far past Python's recursion limit: a recursive walk raises RecursionError (a 500)
+        deep = [deep]
+    with pytest.raises(TooDeep) as info:
+        surrogate_path({"x": deep})
+    assert info.value.path == "x" + ".0" * (MAX_DEPTH - 1)
+    assert surrogate_path({"x": [[["ok"]]], "y": ["\ud800"]}) == "y.0"  # document order, found past the first
