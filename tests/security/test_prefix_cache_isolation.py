@@ -5,16 +5,13 @@ real tritonserver; reuse is read from hit counters and the decoder's runs, never
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from dataclasses import dataclass, field
 
 import httpx
-import numpy as np
 import openai
 import pytest
-from tritonclient.grpc import InferInput
 from tritonclient.grpc.aio import InferenceServerClient
 
 from frontend.settings import Settings
@@ -148,14 +145,9 @@ async def triton_generate(server: TritonServer, prompt: str, salt: str | None) -
     params = {"temperature": 0, "ignore_eos": True, "max_tokens": 4}
     if salt is not None:
         params[CACHE_SALT] = salt
-    inputs = []
-    for name, value in (("text_input", prompt), ("sampling_parameters", json.dumps(params))):
-        tensor = InferInput(name, [1], "BYTES")
-        tensor.set_data_from_numpy(np.array([value.encode()], dtype=object))
-        inputs.append(tensor)
 
     async def requests():
-        yield {"model_name": llm_tiny.NAME, "inputs": inputs}
+        yield llm_tiny.make_request(prompt, exclude_input=None, flags=(), **params)
 
     client = InferenceServerClient(server.grpc_url)
     try:
