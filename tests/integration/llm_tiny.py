@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from tritonclient.grpc import InferInput
 
+from export_scripts import llm_graph
 from export_scripts.common import parameters, write_config, write_python_shim
 
 CACHE = Path.home() / ".cache" / "modelgate"
@@ -26,7 +27,8 @@ def _digest() -> str:
     import torch
     import transformers
 
-    text = Path(__file__).read_bytes() + f"{torch.__version__}{transformers.__version__}".encode()
+    code = Path(__file__).read_bytes() + Path(llm_graph.__file__).read_bytes()
+    text = code + f"{torch.__version__}{transformers.__version__}".encode()
     return hashlib.sha256(text).hexdigest()[:16]
 
 
@@ -74,7 +76,7 @@ def model_files() -> Path:
     tmp = target.with_suffix(".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    _export(model, tmp / "model.onnx")
+    llm_graph.export(llm_graph.decoder_for(model), tmp / "model.onnx")
     config.save_pretrained(tmp)
     GenerationConfig(bos_token_id=bos, eos_token_id=eos).save_pretrained(tmp)
     for f in tok.iterdir():
@@ -82,43 +84,6 @@ def model_files() -> Path:
     shutil.rmtree(target, ignore_errors=True)
     tmp.replace(target)
     return target
-
-
-def _export(model, path: Path) -> None:
-    import torch
-    from transformers import DynamicCache
-
-    config = model.config
-
-    class Flat(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids, attention_mask, position_ids, *past):
-            cache = DynamicCache(config=config)
-            for i in range(LAYERS):
-                cache.update(past[2 * i], past[2 * i + 1], i)
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                             cache=cache, use_cache=True)
-            return (out.logits, *[t for layer in out.cache.layers for t in (layer.keys, layer.values)])
-
-    kv = [f"{i}.{k}" for i in range(LAYERS) for k in ("key", "value")]
-    inputs = ["input_ids", "attention_mask", "position_ids", *(f"past_key_values.{n}" for n in kv)]
-    outputs = ["logits", *(f"present.{n}" for n in kv)]
-    batch, seq, past = 2, 3, 4
-    example = (
-        torch.randint(0, 100, (batch, seq)), torch.ones(batch, past + seq, dtype=torch.long),
-        torch.arange(past, past + seq).repeat(batch, 1),
-        *[torch.randn(batch, KV_HEADS, past, HIDDEN // HEADS) for _ in kv],
-    )
-    axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "total"},
-            "position_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}}
-    axes.update({n: {0: "batch", 2: "past"} for n in inputs[3:]})
-    axes.update({n: {0: "batch", 2: "total"} for n in outputs[1:]})
-    with torch.no_grad():
-        torch.onnx.export(Flat(), example, str(path), input_names=inputs, output_names=outputs,
-                          dynamic_axes=axes, opset_version=17, dynamo=False)
 
 
 def model_repository(root: Path, name: str = NAME, **settings) -> Path:

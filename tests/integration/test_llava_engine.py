@@ -1,7 +1,8 @@
 """The chat engine on tiny-llava-random's language model (a decoder taking inputs_embeds), in-process.
 
-Prompt embeddings (image features) must reach the model wherever the prompt lands: alone, left-padded in a
-batch with text-only prompts, split into prefill chunks, and re-prefilled after preemption.
+Prompt embeddings (image features) must reach the model wherever the prompt lands: alone, in a batch with
+text-only prompts, split into prefill chunks, and re-prefilled after preemption; and the answer must not depend
+on where it landed (issue 13).
 """
 
 from __future__ import annotations
@@ -105,5 +106,38 @@ def test_preempted_image_prompt_is_prefilled_again_with_its_features(parts, capl
 def test_prompt_embeds_place_only_the_tokens_in_range():
     embeds = PromptEmbeds(np.array([2, 3, 7]), np.array([[1.0], [2.0], [3.0]]))
     row = np.zeros((6, 1))
-    embeds.place(row, column=1, start=2, end=7)  # tokens 2..6 at columns 1..5: positions 2 and 3
-    assert row[:, 0].tolist() == [0, 1, 2, 0, 0, 0]
+    embeds.place(row, start=2, end=7)  # tokens 2..6 at columns 0..4: positions 2 and 3, not 7
+    assert row[:, 0].tolist() == [1, 2, 0, 0, 0, 0]
+
+
+def test_an_image_prompt_gets_bit_for_bit_its_logprobs_alone(parts):
+    """Issue 13 for the vision model's decoder: beside text prompts of other lengths, joining mid-decode or split
+    into chunks, an image prompt's logprobs are exactly those it gets alone."""
+    params = SamplingParams.from_dict({"temperature": 0, "ignore_eos": True, "max_tokens": 8, "logprobs": 3})
+
+    def start(eng: Engine, prompt: str | None) -> Sink:
+        sink = Sink()
+        if prompt is None:
+            ids, embeds = parts[2].build(PROMPT, features(parts, 1))
+            eng.submit(PROMPT, params, sink, stream=True, prompt_ids=ids, prompt_embeds=embeds, want_logprobs=True)
+        else:
+            eng.submit(prompt, params, sink, stream=True, want_logprobs=True)
+        return sink
+
+    def trace(sink: Sink) -> list[dict]:
+        return [entry for o in sink.outputs if o is not None for entry in o.logprobs[0]]
+
+    prompts = [TEXTS[0], None, *TEXTS[1:]]
+    expected = []
+    for prompt in prompts:
+        eng = engine(parts)
+        sink = start(eng, prompt)
+        run(eng, [sink])
+        expected.append(trace(sink))
+    for chunk in (512, 7):
+        eng = engine(parts, prefill_chunk=chunk)
+        sinks = [start(eng, p) for p in prompts[:2]]
+        eng.step()
+        sinks += [start(eng, p) for p in prompts[2:]]
+        run(eng, sinks)
+        assert [trace(s) for s in sinks] == expected, f"prefill chunk {chunk}"

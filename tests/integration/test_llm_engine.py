@@ -477,3 +477,63 @@ def test_stop_is_prompt_and_fails_the_queue_unavailable(parts):
     assert time.monotonic() - started < 2.0 and not engine._thread.is_alive()
     assert running.finals == 1 and all(w.finals == 1 for w in waiting)
     assert {s.error.code for s in [running, *waiting] if s.error} == {UNAVAILABLE}
+
+
+def test_logprobs_are_bit_for_bit_those_of_the_request_alone(parts):
+    """Issue 13: whatever ran before or beside a request (prompts of other lengths in its prefill group and its
+    decode batch, requests joining mid-decode, its prefix already cached, its prompt split into chunks), every
+    logprob it gets equals, exactly, what it gets alone on a fresh engine."""
+    params = SamplingParams.from_dict({"max_tokens": 10, "logprobs": 5, **GREEDY})
+
+    def start(engine: Engine, prompt: str) -> Sink:
+        sink = Sink()
+        engine.submit(prompt, params, sink, stream=True, want_logprobs=True)
+        return sink
+
+    def trace(sink: Sink) -> list[dict]:
+        return [entry for o in sink.outputs if o is not None for entry in o.logprobs[0]]
+
+    prompts = [*PROMPTS, "Tell me everything about " + "the sea and the sky, " * 6]
+    expected = []
+    for prompt in prompts:
+        engine = make_engine(parts)
+        sink = start(engine, prompt)
+        run(engine, [sink])
+        expected.append(trace(sink))
+    engine = make_engine(parts, prefill_chunk=16)
+    hits = []
+    for _ in range(2):  # cold, then again with the longer prompts in the prefix cache
+        sinks = [start(engine, p) for p in prompts[:3]]  # one prefill group of mixed lengths
+        engine.step()
+        sinks += [start(engine, p) for p in prompts[3:]]  # joining mid-decode; the long one in chunks
+        run(engine, sinks)
+        assert [trace(s) for s in sinks] == expected
+        hits.append(engine.prefix_cache.hit_tokens)
+    assert hits[1] - hits[0] >= len(parts[1].encode(prompts[-1])) - 1  # the long prompt came from the cache
+    engine = make_engine(parts, max_kv_tokens=60)  # too few slots: sequences are preempted and prefilled again
+    sinks = [start(engine, p) for p in prompts]
+    run(engine, sinks)
+    assert [trace(s) for s in sinks] == expected and engine.stats.preempted
+
+
+def test_the_exports_batch_invariance_check_passes_here_and_catches_a_batch_dependent_decoder(monkeypatch):
+    from transformers import AutoTokenizer
+
+    from export_scripts import llm_check
+    from export_scripts.common import ExportError
+
+    files = llm_tiny.model_files()
+    tokenizer = AutoTokenizer.from_pretrained(str(files))
+    result = llm_check.check_batch_invariance(files / "model.onnx", files, tokenizer, threads=1)
+    assert result["batch_invariant_prompts"] == 8 and result["batch_invariant_prefix_hits"] >= 4
+
+    run_decoder = OnnxDecoder.run
+
+    def batch_dependent(self, input_ids, *args, **kwargs):  # a row's logits depend on how many rows run
+        logits, present = run_decoder(self, input_ids, *args, **kwargs)
+        logits[:, 42] += 1e6 * (len(input_ids) > 1)
+        return logits, present
+
+    monkeypatch.setattr(OnnxDecoder, "run", batch_dependent)
+    with pytest.raises(ExportError, match="batch invariance: prompt 0"):
+        llm_check.check_batch_invariance(files / "model.onnx", files, tokenizer, threads=1)

@@ -16,6 +16,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from export_scripts import llm, llm_check, llm_quant
 from export_scripts.common import ExportError, read_config, write_config
+from triton_models.llm.prefill import aligned
 
 RNG = np.random.default_rng(0)
 
@@ -130,12 +131,6 @@ def test_quantise_graph_leaves_unknown_weights_and_q4_embeddings_in_fp32():
     assert [n.op_type for n in model.graph.node] == ["Gather", "MatMul"]
 
 
-def test_position_ids_follow_the_attention_mask():
-    mask = np.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
-    np.testing.assert_array_equal(llm_check.position_ids(mask, 5), [[1, 1, 0, 1, 2], [0, 1, 2, 3, 4]])
-    np.testing.assert_array_equal(llm_check.position_ids(mask, 1), [[2], [4]])
-
-
 def test_left_pad():
     ids, mask = llm_check.left_pad([[5, 6, 7], [8]], pad_id=2)
     np.testing.assert_array_equal(ids, [[5, 6, 7], [2, 2, 8]])
@@ -236,47 +231,73 @@ def tiny_llama():
     return LlamaForCausalLM(config).eval()
 
 
-def lean_inputs(ids: np.ndarray, mask: np.ndarray, seq: int):
+ROWS = [[5, 9, 11, 3, 7, 8], [4, 12, 6]]
+
+
+def torch_feeds(ids, mask, positions):
     import torch
 
-    return (
-        torch.from_numpy(ids[:, -seq:]),
-        torch.from_numpy(mask),
-        torch.from_numpy(llm_check.position_ids(mask, seq)),
-    )
+    return torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(positions)
 
 
-def test_lean_decoder_matches_transformers_on_left_padded_batches(tiny_llama):
+def empty_past(batch: int):
+    import torch
+
+    return [torch.zeros(batch, 2, 0, 16) for _ in range(4)]
+
+
+def test_lean_decoder_matches_transformers_with_rows_aligned_by_position(tiny_llama):
     import torch
 
     from export_scripts import llm_graph
 
-    assert llm_graph.supports(tiny_llama)
-    lean = llm_graph.LeanLlamaDecoder(tiny_llama)
-    ids, mask = llm_check.left_pad([[5, 9, 11, 3, 7, 8], [4, 12, 6]], pad_id=0)
-    empty = [torch.zeros(2, 2, 0, 16) for _ in range(4)]
+    assert llm_graph.supports(tiny_llama.config)
+    lean = llm_graph.decoder_for(tiny_llama)
+    assert isinstance(lean, llm_graph.LeanLlamaDecoder)
+    ids, mask, positions = aligned(ROWS)
     with torch.no_grad():
-        full, *present = lean(*lean_inputs(ids, mask, ids.shape[1]), *empty)
-        expected = tiny_llama(
-            input_ids=torch.from_numpy(ids),
-            attention_mask=torch.from_numpy(mask),
-            position_ids=torch.from_numpy(llm_check.position_ids(mask, ids.shape[1])),
-        ).logits
-        # The same tokens in two steps through the KV cache: a 4-token prefill, then 2 tokens with past=4.
-        _, *past = lean(*lean_inputs(ids[:, :4], mask[:, :4], 4), *empty)
-        tail, *present2 = lean(*lean_inputs(ids, mask, 2), *past)
-    valid = mask.astype(bool)
-    np.testing.assert_allclose(full.numpy()[valid], expected.numpy()[valid], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(tail.numpy(), full.numpy()[:, -2:], rtol=1e-4, atol=1e-5)
+        full, *present = lean(*torch_feeds(ids, mask, positions), *empty_past(2))
+        for row, tokens in enumerate(ROWS):  # each row as transformers computes it alone
+            alone = tiny_llama(input_ids=torch.tensor([tokens])).logits[0]
+            np.testing.assert_allclose(full[row, :len(tokens)].numpy(), alone.numpy(), rtol=1e-4, atol=1e-5)
+        # The same tokens in two runs through the KV cache: 4 columns, then the rest with past = 4.
+        _, *past = lean(*torch_feeds(ids[:, :4], mask[:, :4], positions[:, :4]), *empty_past(2))
+        tail, *present2 = lean(*torch_feeds(ids[:, 4:], mask, positions[:, 4:]), *past)
+    np.testing.assert_allclose(tail[0].numpy(), full[0, 4:].numpy(), rtol=1e-4, atol=1e-5)
     assert [tuple(p.shape) for p in present2] == [(2, 2, 6, 16)] * 4
-    np.testing.assert_allclose(present2[0].numpy(), present[0].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(present2[0][0].numpy(), present[0][0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_decode_step_writes_each_rows_kv_at_its_position(tiny_llama):
+    """Rows of 6 and 3 tokens decode one token each: the short row's KV lands in column 3, inside its own
+    padding, and its logits are those of the row decoding alone."""
+    import torch
+
+    from export_scripts import llm_graph
+
+    lean = llm_graph.decoder_for(tiny_llama)
+    ids, mask, positions = aligned(ROWS)
+    step_ids = np.array([[2], [7]])
+    step_mask = np.array([[1] * 7, [1, 1, 1, 1, 0, 0, 0]])
+    with torch.no_grad():
+        _, *past = lean(*torch_feeds(ids, mask, positions), *empty_past(2))
+        logits, *present = lean(*torch_feeds(step_ids, step_mask, np.array([[6], [3]])), *past)
+        _, *alone_past = lean(*torch_feeds(np.array([ROWS[1]]), np.ones((1, 3), np.int64), np.arange(3)[None]),
+                              *empty_past(1))
+        alone, *alone_present = lean(*torch_feeds(np.array([[7]]), np.ones((1, 4), np.int64), np.array([[3]])),
+                                     *alone_past)
+    np.testing.assert_allclose(logits[1].numpy(), alone[0].numpy(), rtol=1e-5, atol=1e-6)
+    key = present[0].numpy()
+    assert key.shape == (2, 2, 7, 16)
+    np.testing.assert_allclose(key[1, :, :4], alone_present[0][0].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(key[0, :, :6], past[0][0].numpy())  # the long row's tokens stay put
 
 
 def test_lean_decoder_declines_other_architectures(tiny_llama):
     from export_scripts import llm_graph
 
-    other = SimpleNamespace(config=SimpleNamespace(**{**tiny_llama.config.to_dict(), "model_type": "gpt2"}))
-    assert not llm_graph.supports(other)
+    assert not llm_graph.supports(SimpleNamespace(**{**tiny_llama.config.to_dict(), "model_type": "gpt2"}))
+    assert not llm_graph.supports(SimpleNamespace(**{**tiny_llama.config.to_dict(), "attention_bias": True}))
 
 
 def test_failed_export_leaves_neither_partial_nor_model_folder(tmp_path, monkeypatch):
@@ -408,18 +429,39 @@ def test_tied_embedding_and_lm_head_share_one_quantised_table():
 
 
 def test_generic_wrapper_matches_the_lean_decoder(tiny_llama):
-    """The fallback for other architectures (transformers' own forward) speaks the same signature."""
+    """The fallback for other architectures (transformers' own forward) speaks the same signature and layout."""
     import torch
 
     from export_scripts import llm_graph
 
-    ids, mask = llm_check.left_pad([[5, 9, 11, 3], [4, 12]], pad_id=0)
-    empty = [torch.zeros(2, 2, 0, 16) for _ in range(4)]
+    ids, mask, positions = aligned(ROWS)
+    lean = llm_graph.decoder_for(tiny_llama)
+    generic = llm_graph.TransformersDecoder(tiny_llama.get_decoder(), tiny_llama.get_output_embeddings())
+    step = torch_feeds(np.array([[2], [7]]), np.array([[1] * 7, [1, 1, 1, 1, 0, 0, 0]]), np.array([[6], [3]]))
     with torch.no_grad():
-        lean = llm_graph.LeanLlamaDecoder(tiny_llama)(*lean_inputs(ids, mask, 4), *empty)
-        generic = llm_graph.DecoderWithCache(tiny_llama)(*lean_inputs(ids, mask, 4), *empty)
-    assert len(generic) == len(lean) == 5
-    valid = mask.astype(bool)
-    np.testing.assert_allclose(generic[0].numpy()[valid], lean[0].numpy()[valid], rtol=1e-4, atol=1e-5)
-    for present_generic, present_lean in zip(generic[1:], lean[1:]):
-        np.testing.assert_allclose(present_generic.numpy(), present_lean.numpy(), rtol=1e-5, atol=1e-6)
+        outputs = []
+        for decoder in (lean, generic):
+            prefill = decoder(*torch_feeds(ids, mask, positions), *empty_past(2))
+            outputs.append((prefill, decoder(*step, *prefill[1:])))
+    for (lean_out, generic_out) in zip(*outputs):
+        assert len(generic_out) == len(lean_out) == 5
+        valid = (mask if lean_out[0].shape[1] > 1 else np.ones((2, 1))).astype(bool)
+        np.testing.assert_allclose(generic_out[0].numpy()[valid], lean_out[0].numpy()[valid], rtol=1e-4, atol=1e-5)
+        for present_generic, present_lean in zip(generic_out[1:], lean_out[1:]):
+            np.testing.assert_allclose(present_generic.numpy(), present_lean.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_exported_graphs_carry_the_layout_and_unmarked_graphs_are_refused(tiny_llama, tmp_path):
+    from export_scripts import llm_graph
+    from triton_models.llm.decoder import KV_LAYOUT, KV_LAYOUT_KEY, OnnxDecoder
+
+    path = tmp_path / "model.onnx"
+    llm_graph.export(llm_graph.decoder_for(tiny_llama), path)
+    graph = onnx.load(str(path))
+    assert {p.key: p.value for p in graph.metadata_props}[KV_LAYOUT_KEY] == KV_LAYOUT
+    assert "ScatterND" in {n.op_type for n in graph.graph.node}
+    OnnxDecoder(path, threads=1)
+    del graph.metadata_props[:]
+    onnx.save(graph, str(path))
+    with pytest.raises(ValueError, match="export the model again"):
+        OnnxDecoder(path, threads=1)

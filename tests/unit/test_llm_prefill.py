@@ -1,4 +1,4 @@
-"""Prefill building blocks: left-padded rows, length groups, one row's KV without padding."""
+"""Prefill building blocks: rows aligned at column 0, length groups, one row's KV without padding."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from triton_models.llm.prefill import left_padded, length_groups, row_kv
+from triton_models.llm.kv_cache import row_kv
+from triton_models.llm.prefill import aligned, length_groups
 
 
 @dataclass(eq=False)
@@ -14,11 +15,12 @@ class Seq:
     cache_tokens: int
 
 
-def test_left_padded_rows():
-    ids, mask, positions = left_padded([[5, 6, 7], [9]])
-    assert ids.tolist() == [[5, 6, 7], [0, 0, 9]]
-    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
-    assert positions.tolist() == [[0, 1, 2], [0, 0, 0]]
+def test_rows_are_aligned_at_column_zero_with_every_position_distinct():
+    ids, mask, positions = aligned([[5, 6, 7], [9]])
+    assert ids.tolist() == [[5, 6, 7], [9, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    # padding keeps its own positions: the decoder writes its (masked) KV there, never over a token
+    assert positions.tolist() == [[0, 1, 2], [0, 1, 2]]
 
 
 def test_groups_bound_padding_waste_and_tokens():
@@ -30,4 +32,4 @@ def test_groups_bound_padding_waste_and_tokens():
 def test_row_kv_drops_the_padding_columns():
     present = [np.arange(2 * 1 * 4 * 1, dtype=np.float32).reshape(2, 1, 4, 1)]
     (kv,) = row_kv(present, 1, 2)
-    assert kv.shape == (1, 1, 2, 1) and kv.ravel().tolist() == [6.0, 7.0] and kv.flags.c_contiguous
+    assert kv.shape == (1, 1, 2, 1) and kv.ravel().tolist() == [4.0, 5.0] and kv.flags.c_contiguous

@@ -105,19 +105,21 @@ def kv(batch: int, length: int, fill: float) -> list[np.ndarray]:
     return [np.full((batch, 2, length, 3), fill, np.float32) for _ in range(4)]
 
 
-def test_batch_cache_merges_left_padded_and_trims_on_leave():
+def test_batch_cache_aligns_rows_by_position_and_trims_on_leave():
     cache = BatchCache([np.zeros((1, 2, 0, 3), np.float32)] * 4)
     cache.append(kv(1, 5, 1.0), [5])
-    cache.append(kv(2, 3, 2.0), [3, 2])  # a prefill group padded to 3; its second row has 2 real tokens
-    assert cache.batch == 3 and cache.width == 5
-    assert cache.mask.tolist() == [[1] * 5, [0, 0, 1, 1, 1], [0, 0, 0, 1, 1]]
-    assert cache.past[0][1, 0, :, 0].tolist() == [0, 0, 2, 2, 2]
+    cache.append(kv(2, 3, 2.0), [3, 2])  # a prefill group 3 wide; its second row has 2 real tokens
+    assert cache.batch == 3 and cache.width == 5 and cache.lengths.tolist() == [5, 3, 2]
+    assert cache.past[0][1, 0, :, 0].tolist() == [2, 2, 2, 0, 0]  # tokens at columns 0..2, padding after
     ids, mask, positions = cache.step_feeds(np.array([7, 8, 9]))
-    assert ids.tolist() == [[7], [8], [9]] and positions.tolist() == [[5], [3], [2]] and mask.shape == (3, 6)
-    cache.advance(kv(3, 6, 3.0), mask)
-    assert cache.lengths.tolist() == [6, 4, 3]
+    # each row's new token goes to the column of its position and sees the columns up to it
+    assert ids.tolist() == [[7], [8], [9]] and positions.tolist() == [[5], [3], [2]]
+    assert mask.tolist() == [[1] * 6, [1, 1, 1, 1, 0, 0], [1, 1, 1, 0, 0, 0]]
+    cache.advance(kv(3, 6, 3.0))
+    assert cache.lengths.tolist() == [6, 4, 3] and cache.width == 6
+    assert cache.row(1)[0].shape == (1, 2, 4, 3)
     cache.keep([1, 2])  # the longest leaves: the columns only it needed go
-    assert cache.width == 4 and cache.mask.tolist() == [[1, 1, 1, 1], [0, 1, 1, 1]]
+    assert cache.width == 4 and cache.step_feeds(np.array([1, 2]))[1].tolist() == [[1] * 5, [1, 1, 1, 1, 0]]
     assert cache.past[0].shape == (2, 2, 4, 3) and cache.past[0].flags.c_contiguous
     assert cache.cells_after([10]) == 3 * 11
     cache.keep([])

@@ -1,4 +1,6 @@
-"""The ONNX decoder: one ONNX Runtime session speaking the HF/optimum past_key_values signature.
+"""The ONNX decoder: one ONNX Runtime session speaking the HF/optimum past_key_values signature, with the KV
+cache laid out by position (`KV_LAYOUT`: a token's KV at the column equal to its position, rows aligned at
+column 0; export_scripts/llm_graph.py writes such graphs and marks them).
 
 A decoder whose graph takes `inputs_embeds` instead of `input_ids` (a vision-language model's language model)
 gets its token-embedding table: token ids are looked up here, and a prefill may pass its own embeddings.
@@ -20,6 +22,7 @@ import onnxruntime as ort
 
 from triton_models.ort_runner import CUDA, create_session, execution_providers
 
+KV_LAYOUT_KEY, KV_LAYOUT = "modelgate.kv_layout", "position"  # the graph's metadata that says so
 _PAST = re.compile(r"past_key_values\.(\d+)\.(key|value)$")
 _TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -59,8 +62,8 @@ class DevicePast(Sequence):
 
 
 class OnnxDecoder:
-    """Runs the decoder on a left-padded batch: inputs ids, mask, positions and the past; returns the last
-    position's logits and the present (past + new tokens) for every layer."""
+    """Runs the decoder on a batch of rows aligned at column 0: input ids, mask, positions and the past; returns
+    each row's logits at its last token and the present (past widened by the new tokens) for every layer."""
 
     def __init__(self, path: Path, threads: int = 0, session: ort.InferenceSession | None = None,
                  embeddings: np.ndarray | None = None, providers: list[str] | None = None,
@@ -69,6 +72,10 @@ class OnnxDecoder:
         the KV cache ("cuda", or "cpu" to exercise the path in tests); default "cuda" when the session runs on
         CUDA, else no binding (plain `session.run`)."""
         self.session = session or create_session(path, threads, providers or execution_providers(), spin)
+        layout = self.session.get_modelmeta().custom_metadata_map.get(KV_LAYOUT_KEY)
+        if layout != KV_LAYOUT:
+            raise ValueError(f"{path}: the graph's KV layout is {layout!r}, not {KV_LAYOUT!r}; export the model again "
+                             "with this version (make export)")
         if device is None and self.session.get_providers()[0] == CUDA:
             device = "cuda"
         self.device = device
@@ -107,8 +114,10 @@ class OnnxDecoder:
         position_ids: np.ndarray,
         past: list[np.ndarray],
         inputs_embeds: np.ndarray | None = None,
+        last: np.ndarray | None = None,
     ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """`inputs_embeds` (optional, embedding graphs only) replaces the lookup of `input_ids`."""
+        """`inputs_embeds` (optional, embedding graphs only) replaces the lookup of `input_ids`; `last`: the column
+        of each row's last token in `input_ids` (default: the last column)."""
         if self.takes_embeds:
             embeds = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
             feeds = {"inputs_embeds": embeds, "attention_mask": attention_mask}
@@ -123,7 +132,8 @@ class OnnxDecoder:
         else:
             feeds.update(zip(self.past_names, past))
             logits, *present = self.session.run(self.output_names, feeds)
-        return np.ascontiguousarray(logits[:, -1, :], dtype=np.float32), present
+        picked = logits[:, -1, :] if last is None else logits[np.arange(len(logits)), last, :]
+        return np.ascontiguousarray(picked, dtype=np.float32), present
 
     def _run_bound(self, feeds: dict[str, np.ndarray], past) -> tuple[np.ndarray, DevicePast]:
         binding = self.session.io_binding()

@@ -23,9 +23,9 @@ import numpy as np
 from triton_models.contract import CONTEXT_LENGTH_EXCEEDED, GENERATION_FAILED, UNAVAILABLE, ModelError
 from triton_models.llm.config import EngineConfig, EngineStats
 from triton_models.llm.decoder import OnnxDecoder
-from triton_models.llm.kv_cache import BatchCache
+from triton_models.llm.kv_cache import BatchCache, row_kv
 from triton_models.llm.params import InvalidRequest, SamplingParams
-from triton_models.llm.prefill import Occupancy, PrefillJob, left_padded, length_groups, row_kv
+from triton_models.llm.prefill import Occupancy, PrefillJob, aligned, length_groups
 from triton_models.llm.prefix_cache import PrefixCache
 from triton_models.llm.scheduler import Scheduler
 from triton_models.llm.sequence import ABORT, PromptEmbeds, Request, ResponseSink, Sequence
@@ -197,12 +197,11 @@ class Engine:
         """Prefill these sequences together and join them to the batch; False if the run failed (their
         requests failed too when `fail`)."""
         lengths = [s.cache_tokens for s in group]
-        width = max(lengths)
-        ids, mask, positions = left_padded([s.tokens for s in group])
+        ids, mask, positions = aligned([s.tokens for s in group])
         try:
-            embeds = self._prompt_embeds(group, ids, [width - n for n in lengths], 0)
+            embeds = self._prompt_embeds(group, ids, 0)
             logits, present = self.decoder.run(ids, mask, positions, self.decoder.empty_past(len(group)),
-                                               inputs_embeds=embeds)
+                                               inputs_embeds=embeds, last=np.asarray(lengths) - 1)
         except Exception:  # the group never joins the batch
             log.exception("prefill of %d sequence(s) failed", len(group))
             if fail:
@@ -212,7 +211,7 @@ class Engine:
         self.cache.append(present, lengths)
         self.running.extend(group)
         for row, (seq, length) in enumerate(zip(group, lengths)):
-            self._remember(seq, functools.partial(row_kv, present, row, width - length))
+            self._remember(seq, functools.partial(row_kv, present, row, length))
         self._sample(group, logits)
         return True
 
@@ -246,7 +245,7 @@ class Engine:
         mask = np.ones((1, end), np.int64)
         positions = np.arange(job.done, end, dtype=np.int64)[None]
         try:
-            embeds = self._prompt_embeds([job.seq], ids, [0], job.done)
+            embeds = self._prompt_embeds([job.seq], ids, job.done)
             logits, job.past = self.decoder.run(ids, mask, positions, job.past or self.decoder.empty_past(1),
                                                 inputs_embeds=embeds)
         except Exception:  # this prompt alone fails; the job is done with
@@ -262,18 +261,17 @@ class Engine:
         self._sample([job.seq], logits)
         return True
 
-    def _prompt_embeds(self, group: list[Sequence], ids: np.ndarray, columns: list[int],
-                       start: int) -> np.ndarray | None:
+    def _prompt_embeds(self, group: list[Sequence], ids: np.ndarray, start: int) -> np.ndarray | None:
         """A prefill's input embeddings when a prompt brings its own (None: the decoder looks tokens up).
 
-        Row i holds tokens `start...` of group[i] from column `columns[i]` on.
+        Row i holds tokens `start...` of group[i] from column 0 on.
         """
         if all(s.request.prompt_embeds is None for s in group):
             return None
         embeds = self.decoder.embed(ids)
-        for row, (seq, column) in enumerate(zip(group, columns)):
+        for row, seq in enumerate(group):
             if seq.request.prompt_embeds is not None:
-                seq.request.prompt_embeds.place(embeds[row], column, start, start + ids.shape[1] - column)
+                seq.request.prompt_embeds.place(embeds[row], start, start + ids.shape[1])
         return embeds
 
     def _decode(self) -> None:
@@ -285,7 +283,7 @@ class Engine:
             log.exception("decode step of %d sequence(s) failed", len(self.running))
             self._fail_requests(self.running, FAILED)
             return
-        self.cache.advance(present, mask)
+        self.cache.advance(present)
         self._sample(self.running, logits)
 
     def _sample(self, sequences: list[Sequence], logits: np.ndarray) -> None:
@@ -335,9 +333,7 @@ class Engine:
         if len(rows) != len(self.running):
             for i, seq in enumerate(self.running):
                 if seq.finished and seq.finish_reason != ABORT:  # prompt + answer: a chat's next turn
-                    length = int(self.cache.lengths[i])
-                    start = self.cache.width - length
-                    self._remember(seq, functools.partial(row_kv, self.cache.past, i, start), length)
+                    self._remember(seq, functools.partial(self.cache.row, i), int(self.cache.lengths[i]))
             self.cache.keep(rows)
             self.running = [self.running[i] for i in rows]
 

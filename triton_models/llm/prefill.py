@@ -1,4 +1,4 @@
-"""Prefill building blocks: left-padded batches, length groups, chunked jobs, and what admission sees."""
+"""Prefill building blocks: batches aligned at column 0, length groups, chunked jobs, and what admission sees."""
 
 from __future__ import annotations
 
@@ -34,26 +34,23 @@ class Occupancy:
         return self.cache.cells_after([*self.pending, *new_lengths])
 
 
-def left_padded(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """input_ids, attention_mask and position_ids of token rows left-padded to the longest."""
+def aligned(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """input_ids, attention_mask and position_ids of token rows aligned at column 0, padded on the right.
+
+    Every column's position is its index, padding too: the decoder writes each column's KV at its position, so
+    padding writes into its own (masked) columns and never over a token.
+    """
     width = max(len(r) for r in rows)
     ids = np.zeros((len(rows), width), np.int64)
     mask = np.zeros((len(rows), width), np.int64)
-    positions = np.zeros((len(rows), width), np.int64)
     for i, row in enumerate(rows):
-        ids[i, width - len(row):] = row
-        mask[i, width - len(row):] = 1
-        positions[i, width - len(row):] = np.arange(len(row))
-    return ids, mask, positions
-
-
-def row_kv(present: list[np.ndarray], row: int, start: int) -> list[np.ndarray]:
-    """One row of a left-padded prefill's KV, without its padding columns."""
-    return [np.ascontiguousarray(kv[row:row + 1, :, start:]) for kv in present]
+        ids[i, :len(row)] = row
+        mask[i, :len(row)] = 1
+    return ids, mask, np.broadcast_to(np.arange(width, dtype=np.int64), ids.shape).copy()
 
 
 def length_groups(sequences: list[Sequence], max_tokens: int) -> list[list[Sequence]]:
-    """Split a prefill into groups of similar length, so left-padding wastes little compute."""
+    """Split a prefill into groups of similar length, so padding wastes little compute."""
     groups: list[list[Sequence]] = []
     for seq in sorted(sequences, key=lambda s: s.cache_tokens):
         group = groups[-1] if groups else None

@@ -51,11 +51,11 @@ class PromptEmbeds:
     positions: np.ndarray  # token indices into the prompt
     values: np.ndarray  # [len(positions), hidden]
 
-    def place(self, row: np.ndarray, column: int, start: int, end: int) -> None:
-        """Write the values for prompt tokens [start, end) into `row` [columns, hidden], token `start` at
-        `column` (a prefill's left padding, or a chunk's offset)."""
+    def place(self, row: np.ndarray, start: int, end: int) -> None:
+        """Write the values for prompt tokens [start, end) into `row` [columns, hidden], token `start` at column
+        0 (a chunk's offset)."""
         keep = (self.positions >= start) & (self.positions < end)
-        row[column + self.positions[keep] - start] = self.values[keep]
+        row[self.positions[keep] - start] = self.values[keep]
 
 
 _ids = itertools.count()
