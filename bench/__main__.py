@@ -19,6 +19,7 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 # name -> module with run(repository, threads) -> markdown
 BENCHMARKS = {
     "embeddings": "bench.embeddings",
+    "engine": "bench.engine",
     "images": "bench.images",
     "llm": "bench.llm",
     "soak": "bench.soak",
