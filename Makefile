@@ -37,7 +37,7 @@ test: export
 	$(PY) -m pytest --cov --cov-report=term
 
 bench: export
-	$(PY) -m pip install -q -e ".[bench]" "numpy<2"  # llama.cpp's server, the LLM benchmark's peer
+	$(PY) -m pip install -q -e ".[bench]" "numpy<2"  # charts; llama-server is built by bench/llama_cpp.py
 	$(PY) -m bench
 
 # Needs a Docker engine; without one it says so and exits 0 (DOCKER_REQUIRED=1: exit 1 instead).

@@ -1,5 +1,7 @@
 """`python -m bench [name ...]`: run benchmarks and write each table into docs/benchmarks.md.
 
+`python -m bench serve --base-url URL --model M ...` measures any OpenAI-compatible server (bench/serve.py).
+
 Each table goes between `<!-- BEGIN name -->` and `<!-- END name -->` markers, with the date and command.
 """
 
@@ -12,6 +14,7 @@ import logging
 import os
 import platform
 import re
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +43,11 @@ def write_section(name: str, body: str, path: Path = DOCS) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:  # a load generator for any OpenAI-compatible server, with its own options
+        from bench import serve
+
+        return serve.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("names", nargs="*", help=f"some of {', '.join(BENCHMARKS)} (default: all)")
     parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")

@@ -1,7 +1,9 @@
-"""Embeddings: inputs/s end to end (openai SDK -> frontend -> Triton) vs sentence-transformers in-process.
+"""Embeddings: inputs/s end to end (openai SDK -> frontend -> Triton) vs infinity-emb, a served peer (torch
+engine, same MiniLM folder, bench/infinity.py), and sentence-transformers in-process.
 
-Same sentences, same thread count for ONNX Runtime (in Triton) and torch (in-process), interleaved rounds,
-medians. Every request carries sentences never sent before, so Triton's response cache never answers.
+Same sentences, same thread count for ONNX Runtime (in Triton) and torch (infinity and in-process),
+interleaved rounds, medians. Sequential requests of 1 and 32 inputs, and 8 concurrent clients sending one input
+each. Every request carries sentences never sent before, so no response cache answers.
 """
 
 from __future__ import annotations
@@ -23,39 +25,68 @@ def sentences(count: int, start: int) -> list[str]:
     return [f"{start + i} " + " ".join(rng.choice(WORDS, rng.integers(8, 41))) for i in range(count)]
 
 
+CONCURRENT = 8
+
+
 def run(repository: Path, threads: int = 2, rounds: int = 7, inputs_per_round: int = 64) -> str:
     import torch
     from openai import OpenAI
 
+    from bench import infinity
     from bench.stack import running_stack
     from export_scripts.embeddings import default_model_path, load_sentence_transformer
 
     torch.set_num_threads(threads)
     reference = load_sentence_transformer(str(default_model_path()))
     rows = []
-    with running_stack(repository, [MODEL], threads) as url:
-        client = OpenAI(base_url=f"{url}/v1", api_key="bench", max_retries=0)
-        for batch in (1, 32):
-            ours, peer, counter = [], [], 10_000 * batch
-
-            def timed(fn, texts):
-                start = time.perf_counter()
-                for i in range(0, len(texts), batch):
-                    fn(texts[i:i + batch])
-                return len(texts) / (time.perf_counter() - start)
-
-            embed = lambda chunk: client.embeddings.create(model=MODEL, input=chunk)  # noqa: E731
-            encode = lambda chunk: reference.encode(chunk, batch_size=batch)  # noqa: E731
-            timed(embed, sentences(batch * 2, 1))  # warm-up both
-            timed(encode, sentences(batch * 2, 1))
+    with running_stack(repository, [MODEL], threads) as url, \
+            infinity.server(default_model_path(), threads) as (peer_url, peer_model):
+        ours_client = OpenAI(base_url=f"{url}/v1", api_key="bench", max_retries=0)
+        peer_client = OpenAI(base_url=peer_url, api_key="bench", max_retries=0)
+        sides = {
+            "modelgate": lambda chunk: ours_client.embeddings.create(model=MODEL, input=chunk),
+            "infinity": lambda chunk: peer_client.embeddings.create(model=peer_model, input=chunk),
+            "sentence-transformers": lambda chunk: reference.encode(chunk, batch_size=len(chunk)),
+        }
+        for batch, clients in ((1, 1), (32, 1), (1, CONCURRENT)):
+            rates = {name: [] for name in sides}
+            counter = 10_000 * batch + 1_000_000 * clients
+            for name, fn in sides.items():  # warm-up every side
+                _timed(fn, sentences(batch * 2, 1), batch, clients)
             for _ in range(rounds):
                 counter += inputs_per_round
-                ours.append(timed(embed, sentences(inputs_per_round, counter)))
-                peer.append(timed(encode, sentences(inputs_per_round, counter)))
-            rows.append((batch, statistics.median(ours), statistics.median(peer)))
-    lines = [f"Threads: {threads} (ONNX Runtime intra-op in Triton; torch in-process). "
-             f"{rounds} interleaved rounds of {inputs_per_round} fresh inputs per batch size; medians.", "",
-             "| batch | modelgate end to end (inputs/s) | sentence-transformers in-process (inputs/s) | ratio |",
-             "|---:|---:|---:|---:|"]
-    lines += [f"| {b} | {o:.1f} | {p:.1f} | {o / p:.2f} |" for b, o, p in rows]
+                texts = sentences(inputs_per_round, counter)
+                for name, fn in sides.items():
+                    if clients > 1 and name == "sentence-transformers":
+                        continue  # in-process: no server to send concurrent requests to
+                    rates[name].append(_timed(fn, [f"{name} {t}" for t in texts], batch, clients))
+            rows.append((batch, clients, {n: statistics.median(r) for n, r in rates.items() if r}))
+    lines = [f"Threads: {threads} (ONNX Runtime intra-op in Triton; torch in infinity and in-process). "
+             f"{rounds} interleaved rounds of {inputs_per_round} fresh inputs per row; medians. infinity-emb "
+             f"{infinity.VERSION}, `--engine torch` (its `optimum` engine, reported not to start from a local folder with optimum 2.1, was not tried).", "",
+             "| load | modelgate (inputs/s) | infinity (inputs/s) | sentence-transformers in-process (inputs/s) | "
+             "vs infinity | vs sentence-transformers |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for batch, clients, r in rows:
+        load = f"{clients} concurrent requests of {batch}" if clients > 1 else f"batch {batch}"
+        st = r.get("sentence-transformers")
+        lines.append(f"| {load} | {r['modelgate']:.1f} | {r['infinity']:.1f} | {st:.1f} | "
+                     f"{r['modelgate'] / r['infinity']:.2f} | {r['modelgate'] / st:.2f} |" if st else
+                     f"| {load} | {r['modelgate']:.1f} | {r['infinity']:.1f} | - | "
+                     f"{r['modelgate'] / r['infinity']:.2f} | - |")
     return "\n".join(lines)
+
+
+def _timed(fn, texts: list[str], batch: int, clients: int) -> float:
+    """inputs/s sending `texts` in requests of `batch` inputs from `clients` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    chunks = [texts[i:i + batch] for i in range(0, len(texts), batch)]
+    start = time.perf_counter()
+    if clients == 1:
+        for chunk in chunks:
+            fn(chunk)
+    else:
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(fn, chunks))
+    return len(texts) / (time.perf_counter() - start)

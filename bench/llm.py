@@ -1,43 +1,44 @@
-"""Chat LLM: decode tokens/s at concurrency 1, 4, 16 and time to first token, end to end, vs llama.cpp's server.
+"""Chat LLM against llama.cpp's own `llama-server`: the same load, the same metrics, in one run.
 
-Both sides are OpenAI-compatible servers answering `/v1/completions` over HTTP with the openai SDK: modelgate
-(frontend -> Triton -> ONNX engine, the model's own config but `intra_op_thread_count` = threads) and
-llama-cpp-python's server on the same GGUF the model was exported from (`n_threads` = threads). Same raw
-prompts, same max_tokens, end of sequence suppressed on both (`ignore_eos` here, a -100 logit bias on the
-EOS token there), so both generate the same number of tokens; greedy. Every prompt starts with a new
-number, so llama.cpp's prompt cache never skips a prefill. Rounds are interleaved; medians (and p95 for
-the first token). Decode rates are completion tokens over wall time for `c` concurrent requests (their
-short prefills included).
+Both are OpenAI-compatible servers loaded through `bench.serve` (streamed `/v1/completions`, greedy,
+`max_tokens` tokens with `ignore_eos` on both, prompts of ~40 tokens that differ at the first token so no
+prefix cache helps): modelgate as users run it (frontend -> Triton -> ONNX engine; the model's own config but
+`intra_op_thread_count` = threads and the KV capacity of llama-server at 16 slots) and `llama-server` built
+from llama.cpp's sources (bench/llama_cpp.py) on the GGUF the model was exported from, started for each level
+with `--parallel` = the concurrency and `-c` = slots x `SLOT_CONTEXT`, same threads. Rounds are outermost and
+the two servers alternate level by level. Reported: output tokens/s (median and range over rounds), TTFT, TPOT
+and ITL percentiles, goodput (requests/s within TTFT <= 1 s and TPOT <= 50 ms), and each server's RSS after
+its c=16 level; PNG charts next to docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
-
 MODEL = "smollm2-135m-instruct"
-CONCURRENCY = (1, 4, 16)
-TTFT_PROMPT_TOKENS = 200
-WORDS = ["river", "mountain", "engine", "story", "garden", "winter", "signal", "harbor", "lantern", "market", "orbit", "valley", "copper", "meadow", "thunder", "library", "compass", "canyon", "festival", "glacier"]
-# Targets from the issue: modelgate / llama.cpp.
-TARGETS = {"decode 1": (">=", 0.9), "decode 16": (">=", 3.0), "ttft p50": ("<=", 0.7)}
+CONCURRENCY = (1, 2, 4, 8, 16, 32)
+SLOT_CONTEXT = 1024  # llama-server's per-slot context; ours gets the same KV capacity at c=16
+MEMORY_LEVEL = 16
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+# modelgate / llama-server, from the issue: (measure, concurrency) -> (direction, ratio)
+TARGETS = {("decode", 1): (">=", 1.0), ("decode", 16): (">=", 1.5), ("decode", 32): (">=", 1.5),
+           ("ttft p50", 1): ("<=", 0.7), ("ttft p50", 16): ("<=", 0.7), ("goodput", 16): (">=", 1.5),
+           ("rss", MEMORY_LEVEL): ("<=", 1.2)}
+SIDES = ("modelgate", "llama-server")
 
 
-def served_repository(repository: Path, model: str, threads: int, root: Path) -> Path:
-    """A repository holding `model` with intra_op_thread_count = threads (its files linked, not copied)."""
+def served_repository(repository: Path, model: str, threads: int, root: Path, **parameters) -> Path:
+    """A repository holding `model` with intra_op_thread_count = threads and these config parameters
+    (its files linked, not copied)."""
     from export_scripts.common import read_config, write_config
 
     config = read_config(repository / model / "config.pbtxt")
-    config.parameters["intra_op_thread_count"].string_value = str(threads)
+    for key, value in {"intra_op_thread_count": threads, **parameters}.items():
+        config.parameters[key].string_value = str(value)
     target = root / model
     target.mkdir(parents=True)
     for entry in (repository / model).iterdir():
@@ -47,150 +48,141 @@ def served_repository(repository: Path, model: str, threads: int, root: Path) ->
     return root
 
 
-@contextmanager
-def llama_server(gguf: Path, threads: int, context: int):
-    """llama-cpp-python's OpenAI-compatible server on a free port; yields its base URL."""
-    from launcher.triton import free_port, wait_for_http
+def chat_stub_rss_mib(model: str) -> float:
+    from bench.soak import rss_mib, stack_processes
 
-    try:
-        import llama_cpp.server  # noqa: F401
-    except ImportError as exc:
-        raise RuntimeError("the LLM benchmark needs llama-cpp-python[server] (pip install -e '.[bench]')") from exc
-    port = free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--n_threads", str(threads),
-               "--n_threads_batch", str(threads), "--n_ctx", str(context), "--host", "127.0.0.1",
-               "--port", str(port), "--verbose", "false"]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        if not wait_for_http(f"{url}/v1/models", server, 120):
-            raise RuntimeError("llama.cpp's server did not start")
-        yield url
-    finally:
-        server.terminate()
-        server.wait(10)
+    return rss_mib(stack_processes())[f"stub {model}"]
 
 
-class Side:
-    """One server under test: how to ask it for `max_tokens` tokens without stopping early."""
+def measure_both(url: str, gguf: Path, model: str, threads: int, concurrency: tuple[int, ...], rounds: int,
+                 max_tokens: int, requests_per_client: int):
+    """Per side, per level, the rounds' (results, wall time); and each side's RSS after MEMORY_LEVEL."""
+    import psutil
 
-    def __init__(self, name: str, url: str, model: str, extra: dict):
-        from openai import OpenAI
+    from bench import llama_cpp, serve
 
-        self.name = name
-        self.model = model
-        self.extra = extra
-        self.client = OpenAI(base_url=f"{url}/v1", api_key="bench", max_retries=0, timeout=600)
+    collected = {side: {c: [] for c in concurrency} for side in SIDES}
+    rss: dict[str, float] = {}
+    prompts = serve.Prompts()
 
-    def complete(self, prompt: str, max_tokens: int) -> int:
-        result = self.client.completions.create(model=self.model, prompt=prompt, max_tokens=max_tokens,
-                                                temperature=0, extra_body=self.extra)
-        return result.usage.completion_tokens
+    def level(side_url: str, c: int):
+        return asyncio.run(serve.run_level(side_url, model, c, prompts, max_tokens=max_tokens,
+                                           requests_per_client=requests_per_client, ignore_eos=True,
+                                           api_key=None))
 
-    def first_token_s(self, prompt: str) -> float:
-        start = time.perf_counter()
-        stream = self.client.completions.create(model=self.model, prompt=prompt, max_tokens=4, temperature=0,
-                                                stream=True, extra_body=self.extra)
-        try:
-            for chunk in stream:
-                if any(c.text for c in chunk.choices):
-                    return time.perf_counter() - start
-        finally:
-            stream.close()
-        raise RuntimeError(f"{self.name}: no token came back")
-
-    def decode_rate(self, prompts: list[str], max_tokens: int) -> tuple[float, int]:
-        start = time.perf_counter()
-        with ThreadPoolExecutor(len(prompts)) as pool:
-            tokens = sum(pool.map(lambda p: self.complete(p, max_tokens), prompts))
-        return tokens / (time.perf_counter() - start), tokens
+    level(url, 1)  # warm-up: first runs allocate
+    for round_index in range(rounds):
+        for c in concurrency:
+            print(f"round {round_index + 1}/{rounds}, concurrency {c}", flush=True)
+            collected["modelgate"][c].append(level(url, c))
+            if c == MEMORY_LEVEL and round_index == 0:
+                rss["modelgate"] = chat_stub_rss_mib(model)
+            with llama_cpp.server(gguf, threads, slots=c, slot_context=SLOT_CONTEXT) as (peer, process):
+                level(peer, 1)
+                collected["llama-server"][c].append(level(peer, c))
+                if c == MEMORY_LEVEL and round_index == 0:
+                    rss["llama-server"] = psutil.Process(process.pid).memory_info().rss / 2**20
+    return collected, rss
 
 
-class Prompts:
-    """Fresh prompts: a new leading number each, so no server can reuse a cached prefix."""
+def plot(levels: dict[str, list], path_prefix: Path) -> list[Path]:
+    """Throughput, and TTFT and ITL percentiles, against concurrency for each side."""
+    import matplotlib
 
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.count = 0
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
 
-    def short(self) -> str:
-        self.count += 1
-        return f"{self.count}. Write a long story about a {WORDS[self.count % len(WORDS)]}. Once upon a time,"
+    written = []
+    charts = [("throughput", "output tokens/s", lambda lv: [statistics.median(x.output_tokens_per_s) for x in lv],
+               None),
+              ("ttft", "time to first token (ms)", lambda lv: [x.ttft_ms for x in lv], ("p50", "p95")),
+              ("itl", "inter-token latency (ms)", lambda lv: [x.itl_ms for x in lv], ("p50", "p99"))]
+    for name, label, values, quantiles in charts:
+        fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+        for side, color in zip(SIDES, ("tab:blue", "tab:orange")):
+            xs = [x.concurrency for x in levels[side]]
+            if quantiles is None:
+                ax.plot(xs, values(levels[side]), marker="o", color=color, label=side)
+            else:
+                for q, style in zip(quantiles, ("-", "--")):
+                    ax.plot(xs, [v[q] for v in values(levels[side])], style, marker="o", color=color,
+                            label=f"{side} {q}")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.set_xlabel("concurrent requests")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = path_prefix.with_name(f"{path_prefix.name}-{name}.png")
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written
 
-    def long(self, tokens: int) -> str:
-        self.count += 1
-        text, i = f"{self.count}.", 0
-        while len(self.tokenizer.encode(text).ids) < tokens:
-            text += f" {WORDS[(self.count * 7 + i) % len(WORDS)]}"
-            i += 1
-        return text
 
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def run(repository: Path, threads: int = 2, rounds: int = 5, max_tokens: int = 64, ttft_samples: int | None = None,
-        model: str = MODEL) -> str:
-    from tokenizers import Tokenizer
-
+def run(repository: Path, threads: int = 2, rounds: int = 3, max_tokens: int = 64, model: str = MODEL,
+        concurrency: tuple[int, ...] = CONCURRENCY, requests_per_client: int = 2, charts: Path | None = DOCS) -> str:
+    from bench import serve
     from bench.stack import running_stack
     from export_scripts.llm import resolve_source
 
     source = resolve_source(None)
     gguf = Path(source.model) / source.gguf_file
-    tokenizer = Tokenizer.from_file(str(repository / model / "1" / "tokenizer.json"))
-    eos = json.loads((repository / model / "1" / "generation_config.json").read_text())["eos_token_id"]
-    eos_ids = eos if isinstance(eos, list) else [eos]
-    prompts = Prompts(tokenizer)
-    load = os.getloadavg()[0]
-    ttft_samples = ttft_samples or 4 * rounds
-    with tempfile.TemporaryDirectory(prefix="bench-llm-") as tmp, \
-            llama_server(gguf, threads, context=2048) as peer_url, \
-            running_stack(served_repository(repository, model, threads, Path(tmp)), [model], threads) as url:
-        sides = [Side("modelgate", url, model, {"ignore_eos": True}),
-                 Side("llama.cpp", peer_url, model, {"logit_bias": {str(t): -100 for t in eos_ids}})]
-        for side in sides:  # warm-up: first runs allocate
-            side.complete(prompts.short(), 8)
-            side.first_token_s(prompts.long(TTFT_PROMPT_TOKENS))
-        decode: dict[tuple[str, int], list[float]] = {}
-        produced: dict[str, int] = {}
-        for concurrency in CONCURRENCY:
-            for _ in range(rounds):
-                batch = [prompts.short() for _ in range(concurrency)]
-                for side in sides:
-                    rate, tokens = side.decode_rate(batch, max_tokens)
-                    decode.setdefault((side.name, concurrency), []).append(rate)
-                    produced[side.name] = produced.get(side.name, 0) + tokens
-        ttft: dict[str, list[float]] = {}
-        for _ in range(ttft_samples):
-            prompt = prompts.long(TTFT_PROMPT_TOKENS)
-            for side in sides:
-                ttft.setdefault(side.name, []).append(side.first_token_s(prompt))
-    ours, peer = (s.name for s in sides)
-    work = (f"{produced[ours]} tokens each in all" if produced[ours] == produced[peer] else
-            f"UNEQUAL work: {produced[ours]} vs {produced[peer]} tokens")
-    rows = []
-    for concurrency in CONCURRENCY:
-        a, b = (statistics.median(decode[(n, concurrency)]) for n in (ours, peer))
-        rows.append((f"decode tokens/s, concurrency {concurrency}", f"{a:.1f}", f"{b:.1f}", a / b,
-                     TARGETS.get(f"decode {concurrency}")))
-    for label, q in (("p50", 0.5), ("p95", 0.95)):
-        a, b = (_percentile(ttft[n], q) * 1000 for n in (ours, peer))
-        rows.append((f"time to first token {label}, {TTFT_PROMPT_TOKENS}-token prompt (ms)", f"{a:.0f}", f"{b:.0f}",
-                     a / b, TARGETS.get(f"ttft {label}")))
-    lines = [(f"Model `{model}` (served `model_file` from its config) vs llama.cpp (llama-cpp-python server) on "
-              f"`{gguf.name}`. Threads: {threads} on both. /v1/completions, greedy, {max_tokens} tokens per "
-              f"request (EOS suppressed on both; {work}), {rounds} interleaved rounds "
-              f"per concurrency, {ttft_samples} first-token samples; medians. Load average at the start: "
-              f"{load:.1f} on {os.cpu_count()} cores."),
-             "",
-             "| measure | modelgate | llama.cpp | ratio | target | met |",
-             "|---|---:|---:|---:|---|---|"]
-    for label, a, b, ratio, target in rows:
-        goal = f"{target[0]} {target[1]}x" if target else ""
-        met = "" if not target else ("yes" if (ratio >= target[1] if target[0] == ">=" else ratio <= target[1])
-                                     else "no")
-        lines.append(f"| {label} | {a} | {b} | {ratio:.2f} | {goal} | {met} |")
+    load_before = os.getloadavg()
+    kv = MEMORY_LEVEL * SLOT_CONTEXT
+    with tempfile.TemporaryDirectory(prefix="bench-llm-") as tmp:
+        repo = served_repository(repository, model, threads, Path(tmp), max_kv_tokens=kv,
+                                 max_num_seqs=max(concurrency))
+        with running_stack(repo, [model], threads) as url:
+            collected, rss = measure_both(url, gguf, model, threads, concurrency, rounds, max_tokens,
+                                          requests_per_client)
+    load_after = os.getloadavg()
+    levels = {side: [serve.summarise(c, collected[side][c], 1.0, 0.05) for c in concurrency] for side in SIDES}
+    lines = [f"`{model}` (served `model_q4.onnx`) vs llama.cpp's `llama-server` (built from llama.cpp "
+             f"{_llama_version()}, `--parallel` = concurrency, `-c` = slots x {SLOT_CONTEXT}) on `{gguf.name}`; "
+             f"{threads} threads each. Streamed `/v1/completions`, greedy, {max_tokens} tokens per request "
+             f"(`ignore_eos`), {requests_per_client} requests per client per round, {rounds} rounds (the servers "
+             f"alternate level by level). Goodput SLO: TTFT <= 1 s and TPOT <= 50 ms. Load average (1, 5, 15 min) "
+             f"before {_load(load_before)}, after {_load(load_after)}, {os.cpu_count()} cores. "
+             f"`python -m bench serve` runs the same load against any server.", ""]
+    for side in SIDES:
+        lines += [f"**{side}**", "", serve.table(levels[side]), ""]
+    lines += ["| measure | modelgate | llama-server | ratio | target | met |", "|---|---:|---:|---:|---|---|"]
+    for (measure, c), (direction, goal) in TARGETS.items():
+        if c not in concurrency:
+            continue
+        ours, peer = (_value(measure, levels[side][concurrency.index(c)], rss.get(side)) for side in SIDES)
+        ratio = ours / peer if peer else (float("inf") if ours else float("nan"))  # goodput: the peer may meet none
+        met = ratio >= goal if direction == ">=" else ratio <= goal
+        unit = {"decode": "tok/s", "ttft p50": "ms", "goodput": "req/s", "rss": "MiB"}[measure]
+        lines.append(f"| {measure} ({unit}), c={c} | {ours:.1f} | {peer:.1f} | {ratio:.2f} | {direction} {goal}x | "
+                     f"{'yes' if met else '**no**'} |")
+    lines.append("")
+    lines.append(f"RSS after the c={MEMORY_LEVEL} level at equal KV capacity ({kv} tokens: our `max_kv_tokens`, "
+                 f"llama-server's {MEMORY_LEVEL} slots x {SLOT_CONTEXT}): the chat model's Triton stub process vs "
+                 f"the llama-server process.")
+    if charts is not None:
+        for path in plot(levels, charts / "bench-llm"):
+            lines += ["", f"![{path.stem}]({path.name})"]
     return "\n".join(lines)
+
+
+def _value(measure: str, level, rss: float | None) -> float:
+    if measure == "decode":
+        return statistics.median(level.output_tokens_per_s)
+    if measure == "ttft p50":
+        return level.ttft_ms["p50"]
+    if measure == "goodput":
+        return statistics.median(level.goodput)
+    return rss or float("nan")
+
+
+def _load(values) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
+def _llama_version() -> str:
+    from bench import llama_cpp
+
+    return f"b{llama_cpp.VERSION.split('.')[0]}"

@@ -92,7 +92,9 @@ class OrtDecoder:
     def logits(self, tokens: list[int]) -> np.ndarray:
         """Teacher-forced logits [seq, vocab] of one sequence in a single prefill."""
         ids = np.asarray([tokens], np.int64)
-        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(len(tokens))[None]}
+        positions = np.arange(len(tokens))[None]
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": positions,
+                 "logits_index": positions}
         feeds.update(zip(self.decoder.past_names, self.decoder.empty_past(1)))
         return self.decoder.session.run(["logits"], feeds)[0][0]
 

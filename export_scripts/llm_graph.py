@@ -1,8 +1,10 @@
 """Decoders for ONNX export, sharing the loaded transformers model's weights, with the KV cache laid out by position.
 
 The contract (what `triton_models.llm` runs): inputs `input_ids` (or `inputs_embeds`), `attention_mask`
-[batch, total], `position_ids` [batch, seq] and `past_key_values.{i}.key/value` [batch, kv_heads, past, dim];
-outputs `logits` [batch, seq, vocab] and `present.{i}.key/value` [batch, kv_heads, past + seq, dim].
+[batch, total], `position_ids` [batch, seq], `logits_index` [batch, n] (the columns whose logits are wanted:
+a prefill needs only each row's last token; the LM head over every column of a 512-token chunk made 100 MB of
+logits and 9% of a 500-token prefill's time) and `past_key_values.{i}.key/value` [batch, kv_heads, past, dim]; outputs `logits`
+[batch, n, vocab] and `present.{i}.key/value` [batch, kv_heads, past + seq, dim].
 
 **A token's KV sits at the column equal to its position** (`KV_LAYOUT` in the graph's metadata). Rows of a batch
 are aligned at column 0, padding after their tokens, masked: a decode step writes each row's new KV at that row's
@@ -108,6 +110,11 @@ def write_at_positions(past: torch.Tensor, new: torch.Tensor, index: torch.Tenso
     return _ScatterND.apply(torch.cat([past, new], dim=2), index, new)
 
 
+def select_columns(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """hidden [batch, seq, width] at the columns `index` [batch, n]: [batch, n, width]."""
+    return torch.gather(hidden, 1, index[..., None].expand(-1, -1, hidden.shape[-1]))
+
+
 def attention_bias(attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
     """Additive mask [batch, 1, seq, total]: a query at position p sees the key columns c <= p holding a token."""
     total = attention_mask.shape[1]
@@ -163,7 +170,7 @@ class LeanLlamaDecoder(torch.nn.Module):
         half = self.head_dim // 2  # a constant: x.shape[-1] would be computed in the graph
         return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
 
-    def forward(self, tokens, attention_mask, position_ids, *past):
+    def forward(self, tokens, attention_mask, position_ids, logits_index, *past):
         """`tokens`: input_ids [batch, seq], or inputs_embeds [batch, seq, hidden] when built with inputs_embeds."""
         kv, groups, dim = self.kv_heads, self.groups, self.head_dim
         q_size, kv_size = self.heads * dim, kv * dim
@@ -198,7 +205,7 @@ class LeanLlamaDecoder(torch.nn.Module):
             h = self.rms_norm(x, layer.post_attention_layernorm.weight)
             gate, up = F.linear(h, self.gate_up[i]).split([self.intermediate] * 2, dim=-1)
             x = x + layer.mlp.down_proj(F.silu(gate) * up)
-        logits = self.lm_head(self.norm(x))
+        logits = self.lm_head(self.norm(select_columns(x, logits_index)))
         return (logits, *present)
 
 
@@ -211,7 +218,7 @@ class TransformersDecoder(torch.nn.Module):
         self.backbone, self.lm_head, self.inputs_embeds = backbone, lm_head, inputs_embeds
         self.config = backbone.config
 
-    def forward(self, tokens, attention_mask, position_ids, *past):
+    def forward(self, tokens, attention_mask, position_ids, logits_index, *past):
         from transformers import DynamicCache
 
         index = kv_index(position_ids, past[0].shape[1])
@@ -225,7 +232,7 @@ class TransformersDecoder(torch.nn.Module):
         out = self.backbone(**given, attention_mask=attention_bias(attention_mask, position_ids),
                             position_ids=position_ids, cache=cache, use_cache=True)
         present = [t for layer in out.cache.layers for t in (layer.keys, layer.values)]
-        return (self.lm_head(out.last_hidden_state), *present)
+        return (self.lm_head(select_columns(out.last_hidden_state, logits_index)), *present)
 
 
 def _update_at_positions(layer, index, key, value, *args, **kwargs):
@@ -237,7 +244,7 @@ def _update_at_positions(layer, index, key, value, *args, **kwargs):
 def io_names(num_layers: int, inputs_embeds: bool = False) -> tuple[list[str], list[str]]:
     kv = [f"{i}.{k}" for i in range(num_layers) for k in ("key", "value")]
     first = "inputs_embeds" if inputs_embeds else "input_ids"
-    return ([first, "attention_mask", "position_ids", *(f"past_key_values.{n}" for n in kv)],
+    return ([first, "attention_mask", "position_ids", "logits_index", *(f"past_key_values.{n}" for n in kv)],
             ["logits", *(f"present.{n}" for n in kv)])
 
 
@@ -251,19 +258,22 @@ def export(decoder: torch.nn.Module, path: Path) -> None:
     batch, seq, past = 2, 3, 4  # every dynamic dimension >= 2, or the tracer may fix it
     first = torch.randn(batch, seq, cfg.hidden_size) if decoder.inputs_embeds else torch.randint(
         0, cfg.vocab_size, (batch, seq))
+    past_names = inputs[4:]
     example = (
         first,
         torch.ones(batch, past + seq, dtype=torch.long),
         torch.arange(past, past + seq).repeat(batch, 1),
-        *[torch.randn(batch, cfg.num_key_value_heads, past, head_dim) for _ in inputs[3:]],
+        torch.tensor([[seq - 2, seq - 1]] * batch),
+        *[torch.randn(batch, cfg.num_key_value_heads, past, head_dim) for _ in past_names],
     )
     axes = {
         inputs[0]: {0: "batch", 1: "sequence"},
         "attention_mask": {0: "batch", 1: "total_sequence"},
         "position_ids": {0: "batch", 1: "sequence"},
-        "logits": {0: "batch", 1: "sequence"},
+        "logits_index": {0: "batch", 1: "logits_positions"},
+        "logits": {0: "batch", 1: "logits_positions"},
     }
-    axes.update({name: {0: "batch", 2: "past_sequence"} for name in inputs[3:]})
+    axes.update({name: {0: "batch", 2: "past_sequence"} for name in past_names})
     axes.update({name: {0: "batch", 2: "total_sequence"} for name in outputs[1:]})
     with torch.no_grad(), warnings.catch_warnings():
         # The legacy exporter is chosen on purpose (5-15x faster); its tracer warnings concern shapes the

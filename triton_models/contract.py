@@ -144,6 +144,7 @@ _CHAT = {
     "max_prefill_tokens": Parameter("int", 1),
     "prefill_chunk": Parameter("int", 1),
     "prefix_cache_tokens": Parameter("int", 0),
+    "cancel_check_ms": Parameter("int", 0),
 }
 
 PARAMETERS: dict[str, dict[str, Parameter]] = {

@@ -65,8 +65,8 @@ def test_image_tokens_agree_across_tokenizer_vision_model_and_processor(dirs):
 def test_the_language_model_takes_inputs_embeds_with_a_kv_cache(dirs):
     graph = onnx.load(str(dirs[0] / "1" / llava.LM_FILE), load_external_data=False).graph
     names = [i.name for i in graph.input]
-    assert names[:3] == ["inputs_embeds", "attention_mask", "position_ids"]
-    assert all(n.startswith("past_key_values.") for n in names[3:]) and len(names[3:]) % 2 == 0
+    assert names[:4] == ["inputs_embeds", "attention_mask", "position_ids", "logits_index"]
+    assert all(n.startswith("past_key_values.") for n in names[4:]) and len(names[4:]) % 2 == 0
     assert graph.output[0].name == "logits"
 
 

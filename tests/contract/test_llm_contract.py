@@ -15,6 +15,7 @@ from export_scripts import llm, llm_check
 from export_scripts.__main__ import main as export_main
 from export_scripts.common import STAMP, read_config
 from tests.conftest import REPOSITORY
+from triton_models.llm.decoder import KV_LAYOUT, KV_LAYOUT_KEY
 
 INPUTS = {
     "text_input": ("TYPE_STRING", False),
@@ -128,7 +129,7 @@ def test_onnx_decoder_signature(model_dir, hf_config, file_name):
     head_dim = hf_config.get("head_dim") or hf_config["hidden_size"] // hf_config["num_attention_heads"]
     inputs, outputs = value_infos(graph.input), value_infos(graph.output)
     kv = [f"{i}.{k}" for i in range(layers) for k in ("key", "value")]
-    assert list(inputs) == ["input_ids", "attention_mask", "position_ids"] + [
+    assert list(inputs) == ["input_ids", "attention_mask", "position_ids", "logits_index"] + [
         f"past_key_values.{n}" for n in kv
     ]
     assert list(outputs) == ["logits"] + [f"present.{n}" for n in kv]
@@ -136,7 +137,10 @@ def test_onnx_decoder_signature(model_dir, hf_config, file_name):
     assert inputs["input_ids"] == (int64, ["batch", "sequence"])
     assert inputs["attention_mask"] == (int64, ["batch", "total_sequence"])
     assert inputs["position_ids"] == (int64, ["batch", "sequence"])
-    assert outputs["logits"] == (fp32, ["batch", "sequence", hf_config["vocab_size"]])
+    assert inputs["logits_index"] == (int64, ["batch", "logits_positions"])
+    assert outputs["logits"] == (fp32, ["batch", "logits_positions", hf_config["vocab_size"]])
+    model = onnx.load(str(model_dir / "1" / file_name), load_external_data=False)
+    assert {p.key: p.value for p in model.metadata_props}[KV_LAYOUT_KEY] == KV_LAYOUT
     for n in kv:
         assert inputs[f"past_key_values.{n}"] == (fp32, ["batch", kv_heads, "past_sequence", head_dim])
         assert outputs[f"present.{n}"] == (fp32, ["batch", kv_heads, "total_sequence", head_dim])

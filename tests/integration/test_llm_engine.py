@@ -58,7 +58,8 @@ def parts():
 
 def make_engine(parts, prefill_chunk: int = 512, **limits) -> Engine:
     decoder, tokenizer = parts
-    config = EngineConfig(llm_tiny.CONTEXT_LENGTH, Limits(**limits), prefill_chunk=prefill_chunk)
+    # cancellations checked every step: these tests step by hand, faster than the production time budget
+    config = EngineConfig(llm_tiny.CONTEXT_LENGTH, Limits(**limits), prefill_chunk=prefill_chunk, cancel_check_s=0)
     return Engine(decoder, tokenizer, config)
 
 

@@ -234,10 +234,14 @@ def tiny_llama():
 ROWS = [[5, 9, 11, 3, 7, 8], [4, 12, 6]]
 
 
-def torch_feeds(ids, mask, positions):
+def torch_feeds(ids, mask, positions, logits_index=None):
+    """The decoder's inputs before the past; logits at every column unless `logits_index` says otherwise."""
     import torch
 
-    return torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(positions)
+    if logits_index is None:
+        logits_index = np.broadcast_to(np.arange(ids.shape[1]), ids.shape[:2]).copy()
+    return (torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(positions),
+            torch.from_numpy(np.asarray(logits_index)))
 
 
 def empty_past(batch: int):
@@ -465,3 +469,19 @@ def test_exported_graphs_carry_the_layout_and_unmarked_graphs_are_refused(tiny_l
     onnx.save(graph, str(path))
     with pytest.raises(ValueError, match="export the model again"):
         OnnxDecoder(path, threads=1)
+
+
+def test_logits_only_at_the_asked_columns(tiny_llama):
+    """A prefill asks for each row's last token only: the same values as the full logits there."""
+    import torch
+
+    from export_scripts import llm_graph
+
+    lean = llm_graph.decoder_for(tiny_llama)
+    ids, mask, positions = aligned(ROWS)
+    last = np.array([[len(r) - 1] for r in ROWS])
+    with torch.no_grad():
+        full, *_ = lean(*torch_feeds(ids, mask, positions), *empty_past(2))
+        picked, *_ = lean(*torch_feeds(ids, mask, positions, last), *empty_past(2))
+    assert tuple(picked.shape) == (2, 1, 64)
+    np.testing.assert_allclose(picked[:, 0].numpy(), full.numpy()[[0, 1], last[:, 0]], rtol=1e-5, atol=1e-6)

@@ -98,6 +98,9 @@ class OnnxDecoder:
         self.present_names = [f"present.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
         self.output_names = ["logits", *self.present_names]
         self.has_position_ids = "position_ids" in inputs
+        if "logits_index" not in inputs:
+            raise ValueError(f"{path}: the graph has no logits_index input; export the model again with this "
+                             "version (make export)")
 
     def embed(self, input_ids: np.ndarray) -> np.ndarray:
         """Token embeddings [batch, seq, hidden] of an embedding graph (a copy: callers may overwrite rows)."""
@@ -117,7 +120,8 @@ class OnnxDecoder:
         last: np.ndarray | None = None,
     ) -> tuple[np.ndarray, list[np.ndarray]]:
         """`inputs_embeds` (optional, embedding graphs only) replaces the lookup of `input_ids`; `last`: the column
-        of each row's last token in `input_ids` (default: the last column)."""
+        of each row's last token in `input_ids` (default: the last column), the only one whose logits the graph
+        computes."""
         if self.takes_embeds:
             embeds = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
             feeds = {"inputs_embeds": embeds, "attention_mask": attention_mask}
@@ -127,13 +131,15 @@ class OnnxDecoder:
             feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.has_position_ids:
             feeds["position_ids"] = position_ids
+        batch, seq = attention_mask.shape[0], input_ids.shape[1]
+        feeds["logits_index"] = (np.full((batch, 1), seq - 1, np.int64) if last is None
+                                 else np.asarray(last, np.int64).reshape(batch, 1))
         if self.device is not None:
             logits, present = self._run_bound(feeds, past)
         else:
             feeds.update(zip(self.past_names, past))
             logits, *present = self.session.run(self.output_names, feeds)
-        picked = logits[:, -1, :] if last is None else logits[np.arange(len(logits)), last, :]
-        return np.ascontiguousarray(picked, dtype=np.float32), present
+        return np.ascontiguousarray(logits[:, 0, :], dtype=np.float32), present
 
     def _run_bound(self, feeds: dict[str, np.ndarray], past) -> tuple[np.ndarray, DevicePast]:
         binding = self.session.io_binding()
