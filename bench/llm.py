@@ -153,9 +153,12 @@ def run(repository: Path, threads: int = 2, rounds: int = 3, max_tokens: int = 6
         if c not in concurrency:
             continue
         ours, peer = (_value(measure, levels[side][concurrency.index(c)], rss.get(side)) for side in SIDES)
-        ratio = ours / peer if peer else (float("inf") if ours else float("nan"))  # goodput: the peer may meet none
-        met = ratio >= goal if direction == ">=" else ratio <= goal
         unit = {"decode": "tok/s", "ttft p50": "ms", "goodput": "req/s", "rss": "MiB"}[measure]
+        if not peer and not ours:  # goodput: neither server met the SLO at this level
+            lines.append(f"| {measure} ({unit}), c={c} | 0 | 0 | - | {direction} {goal}x | neither met the SLO |")
+            continue
+        ratio = ours / peer if peer else float("inf")
+        met = ratio >= goal if direction == ">=" else ratio <= goal
         lines.append(f"| {measure} ({unit}), c={c} | {ours:.1f} | {peer:.1f} | {ratio:.2f} | {direction} {goal}x | "
                      f"{'yes' if met else '**no**'} |")
     lines.append("")
