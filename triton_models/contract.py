@@ -84,6 +84,11 @@ class ModelError(Exception):
 
 
 # -- Chat engine limits ------------------------------------------------------------------------------------
+# The chat engine's constrained decoding (vLLM's StructuredOutputsParams, as the `structured_outputs` sampling
+# parameter): exactly one of these keys. `json` is a JSON schema, `json_object` true for any JSON object,
+# `regex` a regular expression, `choice` a list of strings, `grammar` a Lark grammar (llguidance's dialect).
+STRUCTURED_OUTPUTS = "structured_outputs"
+STRUCTURED_KINDS = ("json", "json_object", "regex", "choice", "grammar")
 MAX_N = 16  # choices per request
 MAX_LOGPROBS = 20  # top logprobs per token (OpenAI: 20 for chat, 5 for completions; vLLM: 20)
 MAX_STOP_SEQUENCES = 16

@@ -1,4 +1,5 @@
-"""POST /v1/chat/completions, as in OpenAI's API reference (text in, text out; no tools yet)."""
+"""POST /v1/chat/completions, as in OpenAI's API reference (text in, text out, structured outputs; no tools
+yet)."""
 
 from __future__ import annotations
 
@@ -35,16 +36,49 @@ class ChatMessage(Strict):
     name: str | None = None
 
 
+class JSONSchemaFormat(Strict):
+    """`response_format.json_schema`. The schema is always enforced by the engine's grammar (`strict` or not);
+    a keyword the grammar cannot enforce is refused by name."""
+
+    model_config = ConfigDict(strict=True, populate_by_name=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    json_schema: dict | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self):
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is required with type json_schema, and only with it")
+        return self
+
+    def structured_outputs(self) -> dict | None:
+        """The engine's `structured_outputs` sampling parameter (triton_models.contract.STRUCTURED_OUTPUTS)."""
+        if self.type == "json_object":
+            return {"json_object": True}
+        if self.type == "json_schema":
+            schema = self.json_schema.json_schema
+            return {"json": schema if schema is not None else {}}  # no schema: any JSON value
+        return None
+
+
 class ChatCompletionRequest(GenerationRequest):
-    unsupported_fields = ("response_format", "tools", "tool_choice", "logit_bias", "functions", "function_call",
+    unsupported_fields = ("tools", "tool_choice", "logit_bias", "functions", "function_call",
                           "parallel_tool_calls", "audio", "modalities", "prediction", "web_search_options",
                           "reasoning_effort")
-    neutral_values: ClassVar[dict[str, tuple]] = {"response_format": ({"type": "text"},), "tool_choice": ("none",), "modalities": (["text"],)}
+    neutral_values: ClassVar[dict[str, tuple]] = {"tool_choice": ("none",), "modalities": (["text"],)}
 
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    response_format: ResponseFormat | None = None
 
     @model_validator(mode="after")
     def _top_logprobs_needs_logprobs(self):

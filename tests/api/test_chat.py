@@ -173,7 +173,7 @@ async def test_backend_failure_before_streaming_keeps_its_status(client, backend
 
 
 @pytest.mark.parametrize("field, value", [
-    ("response_format", {"type": "json_object"}), ("tools", [{"type": "function", "function": {"name": "f"}}]),
+    ("tools", [{"type": "function", "function": {"name": "f"}}]),
     ("tool_choice", "auto"), ("logit_bias", {"50": 10}), ("functions", [{"name": "f"}]),
     ("function_call", "auto"), ("parallel_tool_calls", True), ("audio", {"voice": "alloy"}),
     ("modalities", ["text", "audio"]), ("prediction", {"type": "content", "content": "x"}),
@@ -308,3 +308,28 @@ async def test_a_model_that_takes_no_salt_gets_none_and_refuses_one(client, back
     assert salt_of(backend) is None
     r = await client.post(URL, json=chat(cache_salt="x"))
     assert_error(r, 400, param="cache_salt", code="unsupported_parameter")
+
+
+SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+
+
+@pytest.mark.parametrize("response_format, structured", [
+    ({"type": "text"}, None),
+    ({"type": "json_object"}, {"json_object": True}),
+    ({"type": "json_schema", "json_schema": {"name": "a_1", "schema": SCHEMA, "strict": True}}, {"json": SCHEMA}),
+    ({"type": "json_schema", "json_schema": {"name": "anything"}}, {"json": {}}),
+])
+async def test_response_format_becomes_the_engines_structured_outputs(client, backend, response_format, structured):
+    assert (await client.post(URL, json=chat(response_format=response_format))).status_code == 200
+    (_, inputs), *_ = [c for c in reversed(backend.calls) if c[0] == "llm"]
+    assert json.loads(inputs["sampling_parameters"][0]).get("structured_outputs") == structured
+
+
+@pytest.mark.parametrize("response_format", [
+    {"type": "json_schema"}, {"type": "xml"}, {"type": "json_object", "json_schema": {"name": "x"}},
+    {"type": "json_schema", "json_schema": {"name": "has space", "schema": {}}},
+    {"type": "json_schema", "json_schema": {"schema": {}}},
+])
+async def test_a_malformed_response_format_is_a_400(client, response_format):
+    r = await client.post(URL, json=chat(response_format=response_format))
+    assert r.status_code == 400 and r.json()["error"]["param"].startswith("response_format"), r.text

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Literal
 
 import openai
 import pytest
 from openai import AsyncOpenAI
+from pydantic import BaseModel, Field
 from transformers import AutoTokenizer
 
 pytestmark = pytest.mark.integration
@@ -112,9 +115,51 @@ def test_prompt_over_the_context_is_400(client, stream):
 
 
 def test_unsupported_field_is_refused_by_name(client):
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model=MODEL, messages=QUESTION, response_format={"type": "json_object"})
-    assert caught.value.param == "response_format"
+        client.chat.completions.create(model=MODEL, messages=QUESTION, tools=[tool])
+    assert caught.value.param == "tools"
+
+
+class City(BaseModel):
+    name: str = Field(max_length=40)
+    country: str = Field(max_length=40)
+    population_millions: float
+    landmarks: list[Literal["tower", "river", "museum", "bridge", "cathedral"]] = Field(max_length=3)
+
+
+def test_parse_with_a_pydantic_model_returns_a_validated_object(client):
+    """`client.chat.completions.parse` sends the model's strict JSON schema; the engine's grammar makes the
+    answer parse and validate every time, even for a 135M model."""
+    for question in ("Describe Paris as JSON.", "Tell me about Rome.", "Which city has the Eiffel Tower?"):
+        result = client.chat.completions.parse(model=MODEL, messages=[{"role": "user", "content": question}],
+                                               response_format=City, temperature=0, max_tokens=120)
+        (choice,) = result.choices
+        assert choice.finish_reason == "stop", choice.message.content
+        assert isinstance(choice.message.parsed, City), choice.message.content
+
+
+def test_json_object_mode_streams_a_json_object(client):
+    """(A JSON object can still be cut short by max_tokens, finish_reason "length", as OpenAI's can.)"""
+    parts, finish = [], None
+    question = "Return a JSON object with the keys name and age for a person."
+    for chunk in client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": question}],
+            response_format={"type": "json_object"}, temperature=0, max_tokens=120, stream=True):
+        parts.extend(c.delta.content or "" for c in chunk.choices)
+        finish = next((c.finish_reason for c in chunk.choices if c.finish_reason), finish)
+    assert finish == "stop" and set(json.loads("".join(parts))) == {"name", "age"}, parts
+
+
+@pytest.mark.parametrize("schema, named", [
+    ({"type": "object", "if": {"properties": {"a": {"const": 1}}}, "then": {"required": ["b"]}}, '"if"'),
+    ({"type": "object", "properties": {"email": {"type": "string", "format": "no-such-format"}}}, "no-such-format"),
+])
+def test_a_schema_keyword_the_grammar_cannot_enforce_is_a_400_naming_it(client, schema, named):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=8, response_format={
+            "type": "json_schema", "json_schema": {"name": "thing", "schema": schema}})
+    assert caught.value.param == "response_format" and named in caught.value.message
 
 
 async def test_concurrent_streams_each_get_their_own_greedy_text(async_client):

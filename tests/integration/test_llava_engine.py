@@ -141,3 +141,20 @@ def test_an_image_prompt_gets_bit_for_bit_its_logprobs_alone(parts):
         sinks += [start(eng, p) for p in prompts[2:]]
         run(eng, sinks)
         assert [trace(s) for s in sinks] == expected, f"prefill chunk {chunk}"
+
+
+def test_an_image_prompt_follows_a_json_schema(parts):
+    """Structured outputs on the vision model's decoder: random weights, yet the answer validates."""
+    import json
+
+    schema = {"type": "object", "properties": {"colour": {"enum": ["red", "green"]}, "count": {"type": "integer",
+              "minimum": 0, "maximum": 9}}, "required": ["colour", "count"], "additionalProperties": False}
+    params = SamplingParams.from_dict({"temperature": 1.0, "seed": 1, "max_tokens": 60,
+                                       "structured_outputs": {"json": schema}})
+    eng = engine(parts)
+    ids, embeds = parts[2].build(PROMPT, features(parts, 1))
+    sink = Sink()
+    eng.submit(PROMPT, params, sink, stream=True, prompt_ids=ids, prompt_embeds=embeds)
+    run(eng, [sink])
+    answer = json.loads(sink.text)
+    assert answer["colour"] in ("red", "green") and 0 <= answer["count"] <= 9 and sink.finish_reason == "stop"

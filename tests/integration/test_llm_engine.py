@@ -3,7 +3,9 @@ cancellation, end of sequence, n > 1. No Triton: the sink is a list."""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -538,3 +540,37 @@ def test_the_exports_batch_invariance_check_passes_here_and_catches_a_batch_depe
     monkeypatch.setattr(OnnxDecoder, "run", batch_dependent)
     with pytest.raises(ExportError, match="batch invariance: prompt 0"):
         llm_check.check_batch_invariance(files / "model.onnx", files, tokenizer, threads=1)
+
+
+@pytest.mark.parametrize("constraint, check", [
+    ({"json": {"type": "object", "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer", "enum": [1, 2]}},
+               "required": ["ok", "n"], "additionalProperties": False}},
+     lambda text: set(json.loads(text)) == {"ok", "n"} and json.loads(text)["n"] in (1, 2)),
+    ({"regex": "[0-9]{3}-[a-c]{2}"}, lambda text: re.fullmatch("[0-9]{3}-[a-c]{2}", text) is not None),
+    ({"choice": ["red", "green", "blue"]}, lambda text: text in ("red", "green", "blue")),
+])
+def test_structured_outputs_always_parse_even_from_random_weights(parts, constraint, check):
+    """The tiny model's weights are random: without the grammar its text is noise; with it, the text matches
+    the constraint and ends as soon as the grammar is complete (finish_reason stop), also with n > 1. (Any JSON
+    object is left to the real model: random weights fill an unbounded string until max_tokens.)"""
+    engine = make_engine(parts)
+    sink = submit(engine, "Answer:", max_tokens=200, temperature=1.0, seed=3, n=2,
+                  structured_outputs=constraint)
+    run(engine, [sink])
+    texts = ["".join(o.texts[i] for o in sink.outputs if o is not None) for i in range(2)]
+    assert all(check(text) for text in texts), texts
+    assert sink.outputs[-1].finish_reasons == ["stop", "stop"]
+
+
+@pytest.mark.parametrize("constraint, message", [
+    ({"json": {"type": "object", "if": {"type": "object"}}}, 'Unimplemented keys: ["if"]'),
+    ({"json": {"type": "string", "format": "no-such-format"}}, "Unknown format"),
+    ({"regex": "("}, "regex"),
+    ({"json": {}, "regex": "a"}, "exactly one"),
+    ({"lark": "start: a"}, "unknown key 'lark'"),
+])
+def test_a_constraint_that_cannot_be_enforced_is_refused_by_name(parts, constraint, message):
+    engine = make_engine(parts)
+    with pytest.raises(InvalidRequest, match=re.escape(message)) as caught:
+        submit(engine, "Answer:", max_tokens=5, structured_outputs=constraint)
+    assert caught.value.param in ("response_format", "guided_regex", "structured_outputs")

@@ -23,6 +23,7 @@ import numpy as np
 from triton_models.contract import CONTEXT_LENGTH_EXCEEDED, GENERATION_FAILED, UNAVAILABLE, ModelError
 from triton_models.llm.config import EngineConfig, EngineStats
 from triton_models.llm.decoder import OnnxDecoder
+from triton_models.llm.grammar import Grammars
 from triton_models.llm.kv_cache import BatchCache, row_kv
 from triton_models.llm.params import InvalidRequest, SamplingParams
 from triton_models.llm.prefill import Occupancy, PrefillJob, aligned, length_groups
@@ -59,6 +60,7 @@ class Engine:
         self.running: list[Sequence] = []  # row order of self.cache
         self.prefilling: list[PrefillJob] = []  # long prompts, a chunk per iteration, oldest first
         self.prefix_cache = PrefixCache(config.prefix_cache_tokens, on_hit=on_prefix_hit)
+        self.grammars = Grammars(tokenizer)
         self.stats = EngineStats()
         self.on_sequences = on_sequences
         self._reported: tuple[int, int] | None = None
@@ -85,7 +87,11 @@ class Engine:
         max_new = self._max_new(len(prompt_ids), params)
         request = Request(prompt, prompt_ids, params, stream, sink, prepend_prompt, want_logprobs,
                           prompt_embeds=prompt_embeds)
-        request.sequences = [Sequence(request, i, self.tokenizer, max_new) for i in range(params.n)]
+        grammar = self.grammars.compile(*params.structured) if params.structured else None
+        request.sequences = [
+            Sequence(request, i, self.tokenizer, max_new, grammar and self.grammars.constraint(grammar))
+            for i in range(params.n)
+        ]
         with self._lock:
             if self._stopping:
                 raise ModelError(SHUTTING_DOWN.code, SHUTTING_DOWN.message)
@@ -293,6 +299,8 @@ class Engine:
                 continue
             self.stats.generated += 1
             try:
+                if seq.constraint is not None:
+                    seq.constraint.mask(row)
                 token, info = seq.sampler.sample(row)
                 seq.accept(token, info)
                 if not seq.finished and seq.cache_tokens >= context:

@@ -14,6 +14,8 @@ from triton_models.contract import (
     MAX_LOGPROBS,
     MAX_N,
     MAX_STOP_SEQUENCES,
+    STRUCTURED_KINDS,
+    STRUCTURED_OUTPUTS,
     UNSUPPORTED_PARAMETER,
     ModelError,
 )
@@ -47,6 +49,8 @@ class SamplingParams:
     n: int = 1
     stop_token_ids: tuple[int, ...] = field(default=())
     cache_salt: str | None = None  # CACHE_SALT: the prefix-cache scope (None: the shared, unsalted pool)
+    # STRUCTURED_OUTPUTS: (kind, value), kind one of STRUCTURED_KINDS; compiled by triton_models.llm.grammar
+    structured: tuple[str, object] | None = None
 
     @property
     def greedy(self) -> bool:
@@ -74,7 +78,7 @@ class SamplingParams:
             if value is None:
                 continue  # JSON null: the default, as vLLM treats it
             try:
-                values[key] = _PARSERS[key](value)
+                values["structured" if key == STRUCTURED_OUTPUTS else key] = _PARSERS[key](value)
             except (TypeError, ValueError) as exc:
                 raise InvalidRequest(f"sampling parameter {key!r}: {exc}", key) from exc
         return cls(**values)
@@ -148,6 +152,26 @@ def _bool(value) -> bool:
     return value
 
 
+def _structured(value) -> tuple[str, object]:
+    """`structured_outputs` -> (kind, value), exactly one of STRUCTURED_KINDS."""
+    if not isinstance(value, dict):
+        raise TypeError("expected an object")
+    given = [k for k, v in value.items() if v not in (None, False)]
+    unknown = sorted(set(value) - set(STRUCTURED_KINDS))
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} (one of {', '.join(STRUCTURED_KINDS)})")
+    if len(given) != 1:
+        raise ValueError(f"give exactly one of {', '.join(STRUCTURED_KINDS)}")
+    kind = given[0]
+    item = value[kind]
+    expected = {"json": (dict, str), "json_object": (bool,), "regex": (str,), "choice": (list,), "grammar": (str,)}
+    if not isinstance(item, expected[kind]):
+        raise TypeError(f"{STRUCTURED_OUTPUTS}.{kind} has the wrong type")
+    if kind == "choice" and not (item and all(isinstance(c, str) for c in item)):
+        raise ValueError("choice must be a non-empty list of strings")
+    return kind, (json.loads(item) if kind == "json" and isinstance(item, str) else item)
+
+
 _PARSERS = {
     "temperature": _number(0.0, 100.0),
     "top_p": _top_p,
@@ -162,4 +186,5 @@ _PARSERS = {
     "n": _integer(1, MAX_N),
     "stop_token_ids": _token_ids,
     CACHE_SALT: _cache_salt,
+    STRUCTURED_OUTPUTS: _structured,
 }

@@ -10,6 +10,7 @@ from typing import Protocol
 import numpy as np
 
 from triton_models.contract import ModelError
+from triton_models.llm.grammar import Constraint
 from triton_models.llm.params import SamplingParams
 from triton_models.llm.sampler import Sampler, TokenLogprobs
 from triton_models.llm.stops import StopMatcher
@@ -103,7 +104,9 @@ class Request:
 class Sequence:
     """One generated continuation: cached tokens, sampler state, the text not yet sent."""
 
-    def __init__(self, request: Request, index: int, tokenizer: TextTokenizer, max_new: int):
+    def __init__(self, request: Request, index: int, tokenizer: TextTokenizer, max_new: int,
+                 constraint: Constraint | None = None):
+        """`constraint`: the grammar this sequence's tokens must follow (structured outputs), if any."""
         params = request.params
         self.request = request
         self.index = index
@@ -122,6 +125,8 @@ class Sequence:
         self._count = 0
         self._logprobs: list[dict] = []
         self.finish_reason: str | None = None
+        self.constraint = constraint
+        self._eos = tokenizer.eos_ids
 
     @property
     def finished(self) -> bool:
@@ -140,12 +145,16 @@ class Sequence:
         self._count += 1
         if logprobs is not None:
             self._logprobs.append(self._logprob_entry(logprobs))
-        if token in self._stop_ids:
-            self.finish(STOP)
+        if self.constraint is not None:
+            self.constraint.consume(token)
+        if token in self._stop_ids or self.constraint is not None and self.constraint.complete and token in self._eos:
+            self.finish(STOP)  # (with ignore_eos, the end of sequence a complete grammar allows ends it too)
             return
         self._text.append(self._stops.feed(self._detok.step(token)))
         if self._stops.stopped:
             self.finish_reason = STOP
+        elif self.constraint is not None and self.constraint.complete:
+            self.finish(STOP)  # the grammar allows nothing more
         elif self.generated >= self.max_new:
             self.finish(LENGTH)
 
