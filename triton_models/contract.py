@@ -89,6 +89,8 @@ class ModelError(Exception):
 # `regex` a regular expression, `choice` a list of strings, `grammar` a Lark grammar (llguidance's dialect).
 STRUCTURED_OUTPUTS = "structured_outputs"
 STRUCTURED_KINDS = ("json", "json_object", "regex", "choice", "grammar")
+LOGIT_BIAS = "logit_bias"  # {token id: bias in [-100, 100]}, at most MAX_LOGIT_BIAS entries (OpenAI's bounds)
+MAX_LOGIT_BIAS = 300
 MAX_N = 16  # choices per request
 MAX_LOGPROBS = 20  # top logprobs per token (OpenAI: 20 for chat, 5 for completions; vLLM: 20)
 MAX_STOP_SEQUENCES = 16

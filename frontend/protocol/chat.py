@@ -69,7 +69,7 @@ class ResponseFormat(Strict):
 
 
 class ChatCompletionRequest(GenerationRequest):
-    unsupported_fields = ("tools", "tool_choice", "logit_bias", "functions", "function_call",
+    unsupported_fields = ("tools", "tool_choice", "functions", "function_call",
                           "parallel_tool_calls", "audio", "modalities", "prediction", "web_search_options",
                           "reasoning_effort")
     neutral_values: ClassVar[dict[str, tuple]] = {"tool_choice": ("none",), "modalities": (["text"],)}
@@ -79,6 +79,10 @@ class ChatCompletionRequest(GenerationRequest):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
     response_format: ResponseFormat | None = None
+
+    def structured_outputs(self) -> dict | None:
+        from_format = self.response_format.structured_outputs() if self.response_format is not None else None
+        return from_format or super().structured_outputs()
 
     @model_validator(mode="after")
     def _top_logprobs_needs_logprobs(self):

@@ -12,7 +12,7 @@ from triton_models.contract import MAX_LOGPROBS  # OpenAI allows 5; vLLM (and th
 
 
 class CompletionRequest(GenerationRequest):
-    unsupported_fields = ("suffix", "logit_bias")
+    unsupported_fields = ("suffix",)
 
     # Token-id prompts (list[int] / list[list[int]]) are accepted by the schema so they can be refused by name.
     prompt: str | list[str] | list[int] | list[list[int]]

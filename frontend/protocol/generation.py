@@ -6,8 +6,8 @@ from typing import Annotated, ClassVar
 
 from pydantic import BaseModel, Field, model_validator
 
-from frontend.protocol.common import OpenAIRequest, Strict
-from triton_models.contract import MAX_CACHE_SALT_CHARS, MAX_N, MAX_STOP_SEQUENCES
+from frontend.protocol.common import FieldError, OpenAIRequest, Strict
+from triton_models.contract import MAX_CACHE_SALT_CHARS, MAX_LOGIT_BIAS, MAX_N, MAX_STOP_SEQUENCES
 
 
 class StreamOptions(Strict):
@@ -38,6 +38,32 @@ class GenerationRequest(OpenAIRequest):
     ignore_eos: bool = False
     # vLLM's: only requests with the same salt share cached prompt prefixes (within the caller's own key).
     cache_salt: str | None = Field(None, min_length=1, max_length=MAX_CACHE_SALT_CHARS)
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = Field(None, max_length=MAX_LOGIT_BIAS)
+    # vLLM's guided decoding extensions (the engine's structured outputs); at most one, and not with a JSON
+    # response_format.
+    guided_json: dict | str | None = None
+    guided_regex: str | None = None
+    guided_choice: Annotated[list[str], Field(min_length=1)] | None = None
+    guided_grammar: str | None = None
+
+    @model_validator(mode="after")
+    def _one_constraint(self):
+        given = [f"guided_{k}" for k in ("json", "regex", "choice", "grammar") if getattr(self, f"guided_{k}")
+                 is not None]
+        response_format = getattr(self, "response_format", None)
+        if response_format is not None and response_format.type != "text":
+            given.append("response_format")
+        if len(given) > 1:
+            raise FieldError(given[1], f"give one of {', '.join(given)}, not several")
+        return self
+
+    def structured_outputs(self) -> dict | None:
+        """The engine's STRUCTURED_OUTPUTS parameter for a guided_* extension (chat adds response_format)."""
+        for kind in ("json", "regex", "choice", "grammar"):
+            value = getattr(self, f"guided_{kind}")
+            if value is not None:
+                return {kind: value}
+        return None
 
     @model_validator(mode="before")
     @classmethod

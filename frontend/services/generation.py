@@ -27,7 +27,7 @@ from frontend.protocol.generation import GenerationRequest
 from frontend.registry import ServedModel
 from frontend.triton import Backend, Tensors
 from frontend.usage import Usage
-from triton_models.contract import CONTEXT_LENGTH_EXCEEDED, STRUCTURED_OUTPUTS
+from triton_models.contract import CONTEXT_LENGTH_EXCEEDED, LOGIT_BIAS, STRUCTURED_OUTPUTS
 
 TASKS_CHAT = ("chat",)
 TASKS_COMPLETIONS = ("completions", "chat")  # a chat model completes plain prompts too
@@ -66,9 +66,8 @@ def sampling_parameters(request: GenerationRequest, max_tokens: int | None, logp
         "frequency_penalty": request.frequency_penalty, "n": request.n, "logprobs": logprobs,
         "ignore_eos": request.ignore_eos or None, "cache_salt": salt,
     }
-    response_format = getattr(request, "response_format", None)  # chat only
-    if response_format is not None:
-        values[STRUCTURED_OUTPUTS] = response_format.structured_outputs()
+    values[STRUCTURED_OUTPUTS] = request.structured_outputs()
+    values[LOGIT_BIAS] = request.logit_bias or None
     return {k: v for k, v in values.items() if v is not None}
 
 

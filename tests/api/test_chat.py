@@ -174,7 +174,7 @@ async def test_backend_failure_before_streaming_keeps_its_status(client, backend
 
 @pytest.mark.parametrize("field, value", [
     ("tools", [{"type": "function", "function": {"name": "f"}}]),
-    ("tool_choice", "auto"), ("logit_bias", {"50": 10}), ("functions", [{"name": "f"}]),
+    ("tool_choice", "auto"), ("functions", [{"name": "f"}]),
     ("function_call", "auto"), ("parallel_tool_calls", True), ("audio", {"voice": "alloy"}),
     ("modalities", ["text", "audio"]), ("prediction", {"type": "content", "content": "x"}),
 ])
@@ -333,3 +333,28 @@ async def test_response_format_becomes_the_engines_structured_outputs(client, ba
 async def test_a_malformed_response_format_is_a_400(client, response_format):
     r = await client.post(URL, json=chat(response_format=response_format))
     assert r.status_code == 400 and r.json()["error"]["param"].startswith("response_format"), r.text
+
+
+async def test_logit_bias_and_guided_extensions_reach_the_engine(client, backend):
+    assert (await client.post(URL, json=chat(logit_bias={"50": 10, "7": -100}))).status_code == 200
+    (_, inputs), *_ = [c for c in reversed(backend.calls) if c[0] == "llm"]
+    assert json.loads(inputs["sampling_parameters"][0])["logit_bias"] == {"50": 10, "7": -100}
+    for field, value, structured in (("guided_choice", ["a", "b"], {"choice": ["a", "b"]}),
+                                     ("guided_regex", "[0-9]+", {"regex": "[0-9]+"}),
+                                     ("guided_json", {"type": "integer"}, {"json": {"type": "integer"}}),
+                                     ("guided_grammar", 'start: "x"', {"grammar": 'start: "x"'})):
+        assert (await client.post(URL, json=chat(**{field: value}))).status_code == 200
+        (_, inputs), *_ = [c for c in reversed(backend.calls) if c[0] == "llm"]
+        assert json.loads(inputs["sampling_parameters"][0])["structured_outputs"] == structured
+
+
+@pytest.mark.parametrize("fields, param", [
+    ({"logit_bias": {"5": 101}}, "logit_bias"),
+    ({"logit_bias": {str(i): 1 for i in range(301)}}, "logit_bias"),
+    ({"guided_regex": "a", "guided_choice": ["a"]}, "guided_choice"),
+    ({"guided_regex": "a", "response_format": {"type": "json_object"}}, "response_format"),
+    ({"guided_choice": []}, "guided_choice"),
+])
+async def test_conflicting_or_out_of_range_constraints_are_a_400(client, fields, param):
+    r = await client.post(URL, json=chat(**fields))
+    assert r.status_code == 400 and r.json()["error"]["param"].startswith(param), r.text

@@ -211,3 +211,33 @@ def test_completions_prompt_list_stream_and_logprobs(client):
         for choice in chunk.choices:
             texts[choice.index] += choice.text
     assert [texts[0], texts[1]] == [c.text for c in plain.choices]
+
+
+def test_logit_bias_forces_and_bans_tokens(client, tokenizer):
+    forced = tokenizer.encode(" banana", add_special_tokens=False)
+    assert len(forced) == 1
+    result = client.completions.create(model=MODEL, prompt="My favourite fruit is", temperature=0, max_tokens=3,
+                                       logit_bias={str(forced[0]): 100})
+    assert result.choices[0].text == " banana" * 3
+    plain = client.completions.create(model=MODEL, prompt="The capital of France is", temperature=0, max_tokens=1)
+    first = tokenizer.encode(plain.choices[0].text, add_special_tokens=False)[0]
+    banned = client.completions.create(model=MODEL, prompt="The capital of France is", temperature=0, max_tokens=1,
+                                       logit_bias={str(first): -100})
+    assert banned.choices[0].text != plain.choices[0].text
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model=MODEL, prompt="x", max_tokens=1, logit_bias={"10000000": 5})
+    assert caught.value.param == "logit_bias" and "outside the vocabulary" in caught.value.message
+
+
+def test_vllm_guided_extensions_constrain_completions(client):
+    choice = client.completions.create(model=MODEL, prompt="Is the sky blue? Answer:", temperature=0,
+                                       max_tokens=10, extra_body={"guided_choice": ["yes", "no", "maybe"]})
+    assert choice.choices[0].text in ("yes", "no", "maybe") and choice.choices[0].finish_reason == "stop"
+    regex = client.completions.create(model=MODEL, prompt="The year the first moon landing happened:",
+                                      temperature=0, max_tokens=10, extra_body={"guided_regex": "[0-9]{4}"})
+    assert len(regex.choices[0].text) == 4 and regex.choices[0].text.isdigit()
+    typed = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=40,
+                                           extra_body={"guided_json": {"type": "object", "properties": {
+                                               "city": {"type": "string", "maxLength": 20}}, "required": ["city"],
+                                               "additionalProperties": False}})
+    assert set(json.loads(typed.choices[0].message.content)) == {"city"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from triton_models.llm.params import SamplingParams
+from triton_models.llm.params import InvalidRequest, SamplingParams
 from triton_models.llm.sampler import BLOCK, Sampler, SamplingError, _cut, _index_at_fraction
 
 
@@ -160,3 +160,19 @@ def test_logprobs_of_a_row_with_nan_stay_finite():
 def test_a_row_with_nothing_finite_is_refused(row, temperature):
     with pytest.raises(SamplingError, match="no finite logits"):
         Sampler(SamplingParams(temperature=temperature)).sample(np.array(row, np.float32))
+
+
+def test_logit_bias_moves_the_choice_but_not_the_reported_logprobs():
+    logits = np.array([3.0, 2.0, 1.0, 0.0], np.float32)
+    params = SamplingParams.from_dict({"temperature": 0, "logprobs": 1, "logit_bias": {"3": 100, "0": -100}})
+    token, info = Sampler(params).sample(logits.copy())
+    assert token == 3 and info.token_id == 3
+    raw = logits - np.log(np.exp(logits).sum())
+    assert abs(info.logprob - raw[3]) < 1e-5 and info.top[0][0] == 0  # the model's own distribution
+
+
+def test_logit_bias_is_bounded_like_openai():
+    for bad, message in (({"1": 101}, "outside"), ({"x": 1}, "not a token id"), ({"-1": 1}, "outside"),
+                         ({str(i): 1 for i in range(301)}, "at most 300")):
+        with pytest.raises(InvalidRequest, match=message):
+            SamplingParams.from_dict({"logit_bias": bad})

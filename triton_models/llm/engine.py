@@ -20,7 +20,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from triton_models.contract import CONTEXT_LENGTH_EXCEEDED, GENERATION_FAILED, UNAVAILABLE, ModelError
+from triton_models.contract import (
+    CONTEXT_LENGTH_EXCEEDED,
+    GENERATION_FAILED,
+    INVALID_TOKEN_IDS,
+    UNAVAILABLE,
+    ModelError,
+)
 from triton_models.llm.config import EngineConfig, EngineStats
 from triton_models.llm.decoder import OnnxDecoder
 from triton_models.llm.grammar import Grammars
@@ -85,6 +91,11 @@ class Engine:
         if prompt_ids is None:
             prompt_ids = self.tokenizer.encode(prompt)
         max_new = self._max_new(len(prompt_ids), params)
+        vocab = self.tokenizer.tokenizer.get_vocab_size()
+        outside = [t for t, _ in params.logit_bias if t >= vocab]
+        if outside:
+            raise InvalidRequest(f"logit_bias: token id {outside[0]} is outside the vocabulary (0..{vocab - 1})",
+                                 "logit_bias", INVALID_TOKEN_IDS)
         request = Request(prompt, prompt_ids, params, stream, sink, prepend_prompt, want_logprobs,
                           prompt_embeds=prompt_embeds)
         grammar = self.grammars.compile(*params.structured) if params.structured else None

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from triton_models.contract import (
     CACHE_SALT,
     INVALID_REQUEST,
+    LOGIT_BIAS,
+    MAX_LOGIT_BIAS,
     MAX_CACHE_SALT_CHARS,
     MAX_LOGPROBS,
     MAX_N,
@@ -51,6 +53,7 @@ class SamplingParams:
     cache_salt: str | None = None  # CACHE_SALT: the prefix-cache scope (None: the shared, unsalted pool)
     # STRUCTURED_OUTPUTS: (kind, value), kind one of STRUCTURED_KINDS; compiled by triton_models.llm.grammar
     structured: tuple[str, object] | None = None
+    logit_bias: tuple[tuple[int, float], ...] = ()  # LOGIT_BIAS: (token id, bias) added to the logits
 
     @property
     def greedy(self) -> bool:
@@ -172,6 +175,21 @@ def _structured(value) -> tuple[str, object]:
     return kind, (json.loads(item) if kind == "json" and isinstance(item, str) else item)
 
 
+def _logit_bias(value) -> tuple[tuple[int, float], ...]:
+    if not isinstance(value, dict):
+        raise TypeError("expected an object of token id -> bias")
+    if len(value) > MAX_LOGIT_BIAS:
+        raise ValueError(f"at most {MAX_LOGIT_BIAS} entries, got {len(value)}")
+    pairs = []
+    for key, bias in value.items():
+        try:
+            token = int(key)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key!r} is not a token id") from None
+        pairs.append((_integer(0)(token), _number(-100.0, 100.0)(bias)))
+    return tuple(sorted(pairs))
+
+
 _PARSERS = {
     "temperature": _number(0.0, 100.0),
     "top_p": _top_p,
@@ -187,4 +205,5 @@ _PARSERS = {
     "stop_token_ids": _token_ids,
     CACHE_SALT: _cache_salt,
     STRUCTURED_OUTPUTS: _structured,
+    LOGIT_BIAS: _logit_bias,
 }

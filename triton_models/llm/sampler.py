@@ -1,4 +1,4 @@
-"""Per-sequence sampling: penalties, temperature, top-k, top-p, a seeded generator, logprobs.
+"""Per-sequence sampling: logit bias, penalties, temperature, top-k, top-p, a seeded generator, logprobs.
 
 Each sequence owns its `numpy.random.Generator`, so a seeded request draws the same numbers whatever else is
 in the batch. Logprobs are the model's raw distribution (before penalties and temperature), as vLLM reports.
@@ -45,6 +45,9 @@ class Sampler:
         self.params = params
         self.rng = np.random.default_rng(params.seed)
         self._counts: dict[int, int] = {}
+        if params.logit_bias:
+            self._bias_ids = np.array([t for t, _ in params.logit_bias], np.int64)
+            self._bias = np.array([b for _, b in params.logit_bias], np.float32)
 
     def observe(self, token_id: int) -> None:
         """Record a generated token (presence and frequency penalties count generated tokens only)."""
@@ -61,7 +64,10 @@ class Sampler:
         return token, info.for_token(token) if info is not None else None
 
     def _penalise(self, logits: np.ndarray) -> None:
+        """logit_bias, then presence and frequency penalties (vLLM's order: logprobs stay the model's own)."""
         p = self.params
+        if p.logit_bias:
+            logits[self._bias_ids] += self._bias
         if not self._counts or (p.presence_penalty == 0.0 and p.frequency_penalty == 0.0):
             return
         ids = np.fromiter(self._counts.keys(), dtype=np.int64, count=len(self._counts))
