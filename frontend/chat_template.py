@@ -46,7 +46,7 @@ def compile_template(source: str) -> jinja2.Template:
 
 
 def render_chat(parameters: dict[str, str], messages: list[dict], *, model: str,
-                add_generation_prompt: bool = True) -> str:
+                add_generation_prompt: bool = True, tools: list[dict] | None = None) -> str:
     """The prompt for `messages` under the model's template; 400 when the model has none or refuses them."""
     source = parameters.get("chat_template", "")
     if not source:
@@ -57,7 +57,7 @@ def render_chat(parameters: dict[str, str], messages: list[dict], *, model: str,
     except jinja2.TemplateError as exc:  # the deployment's problem, not the caller's
         raise APIError(f"the chat template of `{model}` does not compile: {exc}") from exc
     try:
-        return template.render(messages=messages, add_generation_prompt=add_generation_prompt, tools=None,
+        return template.render(messages=messages, add_generation_prompt=add_generation_prompt, tools=tools,
                                documents=None, bos_token=parameters.get("bos_token", ""),
                                eos_token=parameters.get("eos_token", ""))
     except TemplateRaised as exc:

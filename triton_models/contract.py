@@ -89,6 +89,10 @@ class ModelError(Exception):
 # `regex` a regular expression, `choice` a list of strings, `grammar` a Lark grammar (llguidance's dialect).
 STRUCTURED_OUTPUTS = "structured_outputs"
 STRUCTURED_KINDS = ("json", "json_object", "regex", "choice", "grammar")
+STRUCTURED_PARAM = "param"  # optional: the request field the constraint came from, named in its errors
+# JSON whitespace the grammars allow between tokens (llguidance's default is unbounded: a small model can pad
+# forever): one optional newline and up to 8 spaces, so compact and indented JSON both parse.
+JSON_WHITESPACE = r"\n? {0,8}"
 LOGIT_BIAS = "logit_bias"  # {token id: bias in [-100, 100]}, at most MAX_LOGIT_BIAS entries (OpenAI's bounds)
 MAX_LOGIT_BIAS = 300
 MAX_N = 16  # choices per request

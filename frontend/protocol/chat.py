@@ -3,13 +3,13 @@ yet)."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from frontend.protocol.common import Strict
+from frontend.protocol.common import FieldError, Strict
 from frontend.protocol.generation import CompletionUsage, GenerationRequest
-from triton_models.contract import MAX_LOGPROBS
+from triton_models.contract import MAX_LOGPROBS, STRUCTURED_PARAM
 
 
 class ImageURL(Strict):
@@ -68,21 +68,76 @@ class ResponseFormat(Strict):
         return None
 
 
+class FunctionDefinition(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict | None = None  # a JSON schema; its keywords must be enforceable, as response_format's
+    strict: bool | None = None  # accepted: arguments always follow the schema (frontend/tools.py)
+
+
+class Tool(Strict):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(Strict):
+    name: str
+
+
+class NamedToolChoice(Strict):
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class ChatCompletionRequest(GenerationRequest):
-    unsupported_fields = ("tools", "tool_choice", "functions", "function_call",
-                          "parallel_tool_calls", "audio", "modalities", "prediction", "web_search_options",
+    unsupported_fields = ("functions", "function_call", "audio", "modalities", "prediction", "web_search_options",
                           "reasoning_effort")
-    neutral_values: ClassVar[dict[str, tuple]] = {"tool_choice": ("none",), "modalities": (["text"],)}
+    neutral_values: ClassVar[dict[str, tuple]] = {"modalities": (["text"],)}
 
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
     response_format: ResponseFormat | None = None
+    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
 
-    def structured_outputs(self) -> dict | None:
+    @model_validator(mode="after")
+    def _tool_choice_names_a_tool(self):
+        choice = self.tool_choice
+        if choice not in (None, "none", "auto") and not self.tools:
+            raise FieldError("tool_choice", "tool_choice requires tools")
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in {t.function.name for t in self.tools}:
+            raise FieldError("tool_choice", f"tool_choice names `{choice.function.name}`, which is not in tools")
+        if self.calls_tools and (self.structured_outputs_of_fields() is not None):
+            raise FieldError("tools", "tools cannot be combined with a JSON response_format or guided_*")
+        return self
+
+    @property
+    def effective_tool_choice(self):
+        """OpenAI's default: `auto` when tools are given, else `none`."""
+        if not self.tools:
+            return "none"
+        return self.tool_choice.model_dump() if isinstance(self.tool_choice, NamedToolChoice) else (
+            self.tool_choice or "auto")
+
+    @property
+    def calls_tools(self) -> bool:
+        return self.effective_tool_choice != "none"
+
+    def structured_outputs_of_fields(self) -> dict | None:
         from_format = self.response_format.structured_outputs() if self.response_format is not None else None
         return from_format or super().structured_outputs()
+
+    def structured_outputs(self) -> dict | None:
+        if self.calls_tools:
+            from frontend.tools import grammar
+
+            tools = [t.model_dump(exclude_none=True) for t in self.tools]
+            return {"grammar": grammar(tools, self.effective_tool_choice, self.parallel_tool_calls),
+                    STRUCTURED_PARAM: "tools"}
+        return self.structured_outputs_of_fields()
 
     @model_validator(mode="after")
     def _top_logprobs_needs_logprobs(self):
@@ -115,6 +170,7 @@ class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
     refusal: str | None = None
+    tool_calls: list[dict] | None = None
 
 
 class ChatChoice(BaseModel):

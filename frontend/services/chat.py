@@ -23,14 +23,17 @@ from frontend.services.generation import (
     sampling_parameters,
 )
 from frontend.services.images import cancel_on_disconnect
+from frontend.tools import StreamParser, generic_messages, template_renders_tools
+from frontend.tools import parse as parse_tool_calls
 from frontend.triton import Backend
 
 log = logging.getLogger(__name__)
 
 # Roles the template sees as they are; OpenAI's `developer` is the newer name of `system`.
-TEMPLATE_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-# Message fields that belong to tool calling (not supported yet): refused by name, never dropped.
-TOOL_FIELDS = ("tool_calls", "tool_call_id", "function_call", "audio")
+TEMPLATE_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
+                  "tool": "tool"}
+# Message fields of the legacy function-calling API and of audio: refused by name, never dropped.
+REFUSED_FIELDS = ("function_call", "audio")
 
 
 def template_messages(messages: list[ChatMessage], images: list[tuple[str, ImageURL]] | None = None) -> list[dict]:
@@ -43,10 +46,10 @@ def template_messages(messages: list[ChatMessage], images: list[tuple[str, Image
     result = []
     for i, message in enumerate(messages):
         if message.role not in TEMPLATE_ROLES:
-            raise InvalidRequest(f"messages[{i}]: role `{message.role}` is not supported (no tool calling yet)",
+            raise InvalidRequest(f"messages[{i}]: role `{message.role}` is not supported (use `tool`)",
                                  param=f"messages[{i}].role", code="unsupported_parameter")
         extra = message.model_extra or {}
-        refused = next((k for k in TOOL_FIELDS if extra.get(k) not in (None, [])), None)
+        refused = next((k for k in REFUSED_FIELDS if extra.get(k) not in (None, [])), None)
         if refused:
             raise InvalidRequest(f"messages[{i}].{refused} is not supported by this server",
                                  param=f"messages[{i}].{refused}", code="unsupported_parameter")
@@ -64,8 +67,25 @@ def template_messages(messages: list[ChatMessage], images: list[tuple[str, Image
         entry = {"role": TEMPLATE_ROLES[message.role], "content": content or ""}
         if message.name:
             entry["name"] = message.name
+        entry.update(tool_fields(extra, i))
         result.append(entry)
     return result
+
+
+def tool_fields(extra: dict, i: int) -> dict:
+    """An assistant message's `tool_calls` and a tool message's `tool_call_id`, checked for their shape."""
+    fields = {}
+    calls = extra.get("tool_calls")
+    if calls not in (None, []):
+        if not isinstance(calls, list) or not all(
+                isinstance(c, dict) and isinstance(c.get("function"), dict)
+                and isinstance(c["function"].get("name"), str) for c in calls):
+            raise InvalidRequest(f"messages[{i}].tool_calls: each needs a function with a name and arguments",
+                                 param=f"messages[{i}].tool_calls")
+        fields["tool_calls"] = calls
+    if isinstance(extra.get("tool_call_id"), str):
+        fields["tool_call_id"] = extra["tool_call_id"]
+    return fields
 
 
 def multimodal_content(content: str | list[ContentPart] | None, i: int,
@@ -117,7 +137,14 @@ class ChatService:
         """A `chat.completion` dict, or (stream=true) the `chat.completion.chunk` dicts, started already."""
         model = await self.registry.get(request.model, *TASKS_CHAT)
         parts = [] if model.parameters.get("supports_images") == "true" else None
-        prompt = render_chat(model.parameters, template_messages(request.messages, parts), model=model.name)
+        messages = template_messages(request.messages, parts)
+        tools = [t.model_dump(exclude_none=True) for t in request.tools] if request.calls_tools else None
+        if template_renders_tools(model.parameters.get("chat_template", "")):
+            prompt = render_chat(model.parameters, messages, model=model.name, tools=tools)
+        else:  # the generic format (frontend/tools.py)
+            if tools or any("tool_calls" in m or m["role"] == "tool" for m in messages):
+                messages = generic_messages(messages, tools or [])
+            prompt = render_chat(model.parameters, messages, model=model.name)
         images = await self._load_images(model, parts or [])
         top = (request.top_logprobs or 0) if request.logprobs else None
         params = sampling_parameters(request, request.completion_limit, top,
@@ -131,18 +158,25 @@ class ChatService:
         head = {"id": response_id("chatcmpl"), "created": now(), "model": model.name, "system_fingerprint": None}
         if request.stream:
             await cancel_on_disconnect(generation.start(), is_disconnected)  # queued: may wait for a slot
-            return self._chunks(generation, head, request.n, request.include_usage)
+            return self._chunks(generation, head, request.n, request.include_usage, request.calls_tools)
         steps = await cancel_on_disconnect(generation.collect(), is_disconnected)
         tally = Tally()
         for step in steps:
             tally.add(0, step)
-        choices = [{"index": i, "message": {"role": "assistant", "content": c.text, "refusal": None},
-                    "logprobs": chat_logprobs(c.logprobs) if top is not None else None,
-                    "finish_reason": c.finish_reason}
-                   for i, c in enumerate(assemble(steps, request.n))]
+        choices = []
+        for i, c in enumerate(assemble(steps, request.n)):
+            message, finish = {"role": "assistant", "content": c.text, "refusal": None}, c.finish_reason
+            if request.calls_tools:
+                message["content"], calls = parse_tool_calls(c.text)
+                if calls:
+                    message["tool_calls"] = calls
+                    finish = "tool_calls" if finish == "stop" else finish
+            choices.append({"index": i, "message": message, "finish_reason": finish,
+                            "logprobs": chat_logprobs(c.logprobs) if top is not None else None})
         return {**head, "object": "chat.completion", "choices": choices, "usage": tally.usage()}
 
-    async def _chunks(self, generation: Generation, head: dict, n: int, include_usage: bool) -> AsyncIterator[dict]:
+    async def _chunks(self, generation: Generation, head: dict, n: int, include_usage: bool,
+                      calls_tools: bool = False) -> AsyncIterator[dict]:
         head = {**head, "object": "chat.completion.chunk"}
         extra = {"usage": None} if include_usage else {}
 
@@ -153,14 +187,45 @@ class ChatService:
         for i in range(n):
             yield chunk(i, {"role": "assistant", "content": "", "refusal": None})
         tally = Tally()
+        parsers = [StreamParser() for _ in range(n)] if calls_tools else None
         async for step in generation.steps():
             tally.add(0, step)
             for i in range(n):
                 logprobs = step.logprobs[i] if step.logprobs is not None else None
-                if step.texts[i] or logprobs:
-                    yield chunk(i, {"content": step.texts[i]}, chat_logprobs(logprobs) if logprobs is not None
-                                else None)
+                lp = chat_logprobs(logprobs) if logprobs is not None else None
+                if parsers is None:
+                    if step.texts[i] or logprobs:
+                        yield chunk(i, {"content": step.texts[i]}, lp)
+                else:
+                    events = parsers[i].feed(step.texts[i])
+                    if step.finish_reasons is not None:
+                        events += parsers[i].flush()
+                    for delta in tool_deltas(events, parsers[i]):
+                        yield chunk(i, delta, lp)
+                        lp = None
+                    if lp is not None:
+                        yield chunk(i, {"content": ""}, lp)
                 if step.finish_reasons is not None:
-                    yield chunk(i, {}, finish_reason=step.finish_reasons[i])
+                    finish = step.finish_reasons[i]
+                    if parsers is not None and parsers[i].calls and finish == "stop":
+                        finish = "tool_calls"
+                    yield chunk(i, {}, finish_reason=finish)
         if include_usage:
             yield {**head, "choices": [], "usage": tally.usage()}
+
+
+def tool_deltas(events: list[tuple[str, object]], parser: StreamParser) -> list[dict]:
+    """OpenAI's streamed deltas for parsed events: text as content; a call as its index, id and name first, then
+    its arguments."""
+    deltas, index = [], parser.calls - sum(kind == "call" for kind, _ in events)
+    for kind, value in events:
+        if kind == "content":
+            if value:
+                deltas.append({"content": value})
+            continue
+        function = value["function"]
+        deltas.append({"tool_calls": [{"index": index, "id": value["id"], "type": "function",
+                                       "function": {"name": function["name"], "arguments": ""}}]})
+        deltas.append({"tool_calls": [{"index": index, "function": {"arguments": function["arguments"]}}]})
+        index += 1
+    return deltas

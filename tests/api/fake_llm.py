@@ -28,7 +28,8 @@ PARAMETERS = {"openai_task": "chat", "context_length": "64", "chat_template": CH
 
 
 class FakeLLM:
-    """Knobs: eos_after, delay_s (per response), fail_after (responses before a mid-stream error), overloaded."""
+    """Knobs: eos_after, delay_s (per response), fail_after (responses before a mid-stream error), overloaded,
+    script (the text pieces every choice answers, one per response, instead of generated words)."""
 
     def __init__(self, context_length: int = 64):
         self.context_length = context_length
@@ -36,6 +37,7 @@ class FakeLLM:
         self.delay_s = 0.0
         self.fail_after: int | None = None
         self.overloaded = False
+        self.script: list[str] | None = None
         self.closed_early = 0  # streams the frontend closed before the final response (cancellations)
         self.prompts: list[str] = []
         self.params: list[dict] = []
@@ -66,7 +68,7 @@ class FakeLLM:
         greedy = params.get("temperature", 1.0) == 0
         choices = []
         for j in range(n):
-            words = self.words(prompt, j, params.get("seed"), greedy, limit)
+            words = list(self.script) if self.script else self.words(prompt, j, params.get("seed"), greedy, limit)
             reason = "length"
             if not params.get("ignore_eos") and self.eos_after < limit:
                 words, reason = words[:self.eos_after], "stop"

@@ -173,9 +173,7 @@ async def test_backend_failure_before_streaming_keeps_its_status(client, backend
 
 
 @pytest.mark.parametrize("field, value", [
-    ("tools", [{"type": "function", "function": {"name": "f"}}]),
-    ("tool_choice", "auto"), ("functions", [{"name": "f"}]),
-    ("function_call", "auto"), ("parallel_tool_calls", True), ("audio", {"voice": "alloy"}),
+    ("functions", [{"name": "f"}]), ("function_call", "auto"), ("audio", {"voice": "alloy"}),
     ("modalities", ["text", "audio"]), ("prediction", {"type": "content", "content": "x"}),
 ])
 async def test_unsupported_fields_are_refused_by_name(client, field, value):
@@ -192,8 +190,8 @@ async def test_fields_that_ask_for_nothing_are_accepted(client, field, value):
 @pytest.mark.parametrize("messages, param", [
     ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}],
      "messages[0].content[0].type"),
-    ([{"role": "user", "content": "hi"}, {"role": "tool", "content": "42", "tool_call_id": "c1"}], "messages[1].role"),
     ([{"role": "assistant", "content": None, "tool_calls": [{"id": "c1"}]}], "messages[0].tool_calls"),
+    ([{"role": "assistant", "content": "x", "function_call": {"name": "f"}}], "messages[0].function_call"),
 ])
 async def test_unsupported_message_content_is_refused_by_name(client, messages, param):
     assert_error(await client.post(URL, json={"model": "llm", "messages": messages}), 400, param=param)
@@ -356,5 +354,88 @@ async def test_logit_bias_and_guided_extensions_reach_the_engine(client, backend
     ({"guided_choice": []}, "guided_choice"),
 ])
 async def test_conflicting_or_out_of_range_constraints_are_a_400(client, fields, param):
+    r = await client.post(URL, json=chat(**fields))
+    assert r.status_code == 400 and r.json()["error"]["param"].startswith(param), r.text
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+CALL = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+
+
+@pytest.mark.parametrize("choice, lark", [
+    (None, "trigger[lazy]"), ("auto", "trigger[lazy]"), ("required", 'start: call ("\\n" call)*'),
+    ({"type": "function", "function": {"name": "get_weather"}}, 'start: call ("\\n" call)*'),
+])
+async def test_tools_reach_the_prompt_and_the_engines_grammar(client, backend, choice, lark):
+    fields = {"tools": [WEATHER]} | ({"tool_choice": choice} if choice else {})
+    assert (await client.post(URL, json=chat(**fields))).status_code == 200
+    (_, inputs), *_ = [c for c in reversed(backend.calls) if c[0] == "llm"]
+    structured = json.loads(inputs["sampling_parameters"][0])["structured_outputs"]
+    assert structured["param"] == "tools" and lark in structured["grammar"] and "get_weather" in structured["grammar"]
+    prompt = inputs["text_input"][0].decode()
+    assert "<tools>" in prompt and '"get_weather"' in prompt  # the generic format: this template has no tools
+
+
+async def test_tool_choice_none_sends_no_grammar_and_no_tools(client, backend):
+    assert (await client.post(URL, json=chat(tools=[WEATHER], tool_choice="none"))).status_code == 200
+    (_, inputs), *_ = [c for c in reversed(backend.calls) if c[0] == "llm"]
+    assert "structured_outputs" not in json.loads(inputs["sampling_parameters"][0])
+    assert "<tools>" not in inputs["text_input"][0].decode()
+
+
+@pytest.fixture
+def roomy(backend):
+    """A context that holds the generic tool instructions, and answers as long as their script."""
+    backend.llm.context_length, backend.llm.eos_after = 2000, 100
+    return backend
+
+
+async def test_a_tool_call_in_the_answer_becomes_message_tool_calls(client, roomy):
+    backend = roomy
+    backend.llm.script = ["Let me check.", "\n", CALL[:20], CALL[20:]]
+    r = await client.post(URL, json=chat(tools=[WEATHER]))
+    (choice,) = r.json()["choices"]
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] == "Let me check."
+    (call,) = choice["message"]["tool_calls"]
+    assert call["id"].startswith("call_") and call["type"] == "function"
+    assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+
+
+async def test_streamed_tool_calls_come_as_openai_deltas(client, roomy):
+    backend = roomy
+    backend.llm.script = ["Sure", ". ", CALL[:7], CALL[7:30], CALL[30:], "\n", CALL.replace("Paris", "Rome")]
+    r = await client.post(URL, json=chat(tools=[WEATHER], stream=True))
+    chunks = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    content = "".join(d.get("content") or "" for d in deltas)
+    calls = [tc for d in deltas for tc in d.get("tool_calls", [])]
+    assert content == "Sure. " and "<tool_call>" not in content
+    heads = [tc for tc in calls if "id" in tc]
+    assert [h["index"] for h in heads] == [0, 1] and all(h["function"]["arguments"] == "" for h in heads)
+    arguments = {i: "".join(tc["function"]["arguments"] for tc in calls if tc["index"] == i) for i in (0, 1)}
+    assert [json.loads(a)["city"] for a in arguments.values()] == ["Paris", "Rome"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+async def test_earlier_calls_and_results_are_written_into_the_conversation(client, roomy):
+    backend = roomy
+    messages = [{"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "call_1", "type": "function",
+                     "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 C"}]
+    assert (await client.post(URL, json=chat(messages=messages, tools=[WEATHER]))).status_code == 200
+    prompt = backend.llm.prompts[-1]
+    assert CALL in prompt and "<tool_response>" in prompt and "sunny, 21 C" in prompt
+
+
+@pytest.mark.parametrize("fields, param", [
+    ({"tool_choice": "required"}, "tool_choice"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "other"}}}, "tool_choice"),
+    ({"tools": [WEATHER], "response_format": {"type": "json_object"}}, "tools"),
+    ({"tools": [{"type": "function", "function": {"name": "bad name"}}]}, "tools"),
+])
+async def test_inconsistent_tool_requests_are_a_400(client, fields, param):
     r = await client.post(URL, json=chat(**fields))
     assert r.status_code == 400 and r.json()["error"]["param"].startswith(param), r.text

@@ -115,10 +115,9 @@ def test_prompt_over_the_context_is_400(client, stream):
 
 
 def test_unsupported_field_is_refused_by_name(client):
-    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
-    with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model=MODEL, messages=QUESTION, tools=[tool])
-    assert caught.value.param == "tools"
+    with pytest.raises(openai.BadRequestError) as caught:  # the legacy function-calling API (tools replace it)
+        client.chat.completions.create(model=MODEL, messages=QUESTION, functions=[{"name": "f"}])
+    assert caught.value.param == "functions"
 
 
 class City(BaseModel):
@@ -241,3 +240,68 @@ def test_vllm_guided_extensions_constrain_completions(client):
                                                "city": {"type": "string", "maxLength": 20}}, "required": ["city"],
                                                "additionalProperties": False}})
     assert set(json.loads(typed.choices[0].message.content)) == {"city"}
+
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40},
+                                                    "unit": {"enum": ["celsius", "fahrenheit"]}},
+                   "required": ["city", "unit"], "additionalProperties": False}}}
+TIME_TOOL = {"type": "function", "function": {
+    "name": "get_time", "parameters": {"type": "object", "properties": {"zone": {"type": "string", "maxLength": 20}},
+                                       "required": ["zone"], "additionalProperties": False}}}
+WEATHER_QUESTION = [{"role": "user", "content": "What is the weather like in Paris today?"}]
+
+
+@pytest.mark.parametrize("tool_choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])
+def test_forced_tool_calls_always_validate(client, tool_choice):
+    result = client.chat.completions.create(model=MODEL, messages=WEATHER_QUESTION, tools=[WEATHER_TOOL, TIME_TOOL],
+                                            tool_choice=tool_choice, parallel_tool_calls=False, temperature=0,
+                                            max_tokens=80)
+    (choice,) = result.choices
+    assert choice.finish_reason == "tool_calls", choice.message
+    (call,) = choice.message.tool_calls
+    arguments = json.loads(call.function.arguments)
+    if isinstance(tool_choice, dict):
+        assert call.function.name == "get_weather"
+    if call.function.name == "get_weather":
+        assert set(arguments) == {"city", "unit"} and arguments["unit"] in ("celsius", "fahrenheit")
+    else:
+        assert set(arguments) == {"zone"}
+    assert call.id.startswith("call_") and choice.message.content is None
+
+
+def test_streamed_tool_call_and_the_answer_after_its_result(client):
+    stream = client.chat.completions.create(model=MODEL, messages=WEATHER_QUESTION, tools=[WEATHER_TOOL],
+                                            tool_choice="required", parallel_tool_calls=False, temperature=0,
+                                            max_tokens=80, stream=True)
+    calls, finish = {}, None
+    for chunk in stream:
+        for c in chunk.choices:
+            for tc in c.delta.tool_calls or []:
+                entry = calls.setdefault(tc.index, {"id": None, "name": None, "arguments": ""})
+                entry["id"] = tc.id or entry["id"]
+                entry["name"] = (tc.function.name if tc.function and tc.function.name else entry["name"])
+                entry["arguments"] += tc.function.arguments or "" if tc.function else ""
+            finish = c.finish_reason or finish
+    assert finish == "tool_calls" and calls, calls
+    first = calls[0]
+    assert first["name"] == "get_weather" and set(json.loads(first["arguments"])) == {"city", "unit"}
+    followed = client.chat.completions.create(model=MODEL, temperature=0, max_tokens=30, tools=[WEATHER_TOOL], messages=[
+        *WEATHER_QUESTION,
+        {"role": "assistant", "content": None, "tool_calls": [{"id": first["id"], "type": "function", "function": {
+            "name": first["name"], "arguments": first["arguments"]}}]},
+        {"role": "tool", "tool_call_id": first["id"], "content": '{"temperature": 21, "sky": "sunny"}'}],
+        tool_choice="none")
+    assert followed.choices[0].finish_reason in ("stop", "length") and followed.choices[0].message.content
+
+
+def test_auto_may_answer_in_text(client):
+    result = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Say hello."}],
+                                            tools=[WEATHER_TOOL], temperature=0, max_tokens=20)
+    (choice,) = result.choices
+    if choice.message.tool_calls:  # a call it chose must still validate
+        assert set(json.loads(choice.message.tool_calls[0].function.arguments)) == {"city", "unit"}
+        assert choice.finish_reason == "tool_calls"
+    else:
+        assert choice.message.content and "<tool_call>" not in choice.message.content

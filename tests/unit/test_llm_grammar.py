@@ -33,7 +33,9 @@ def grammars(tokenizer):
     ({"grammar": "start: \"a\""}, ("grammar", "start: \"a\"")),
 ])
 def test_structured_outputs_take_exactly_one_kind(value, expected):
-    assert SamplingParams.from_dict({"structured_outputs": value}).structured == expected
+    assert SamplingParams.from_dict({"structured_outputs": value}).structured == (*expected, None)
+    tagged = SamplingParams.from_dict({"structured_outputs": {**value, "param": "tools"}}).structured
+    assert tagged == (*expected, "tools")
 
 
 @pytest.mark.parametrize("value, message", [

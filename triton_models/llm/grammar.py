@@ -14,11 +14,10 @@ import json
 
 import numpy as np
 
+from triton_models.contract import JSON_WHITESPACE
 from triton_models.llm.params import InvalidRequest
 
-# JSON whitespace llguidance allows between tokens by default is unbounded ([ \t\n\r]+): a small model can pad
-# forever. One optional newline and up to 8 spaces keeps compact and pretty-printed JSON both possible.
-JSON_OPTIONS = {"whitespace_pattern": r"\n? {0,8}"}
+JSON_OPTIONS = {"whitespace_pattern": JSON_WHITESPACE}
 PARAM = "response_format"  # the OpenAI field a constraint comes from (guided_* extensions say theirs)
 
 
@@ -41,14 +40,14 @@ class Grammars:
                                                      eos_token=sorted(source.eos_ids) or None)
         return self._tokenizer
 
-    def compile(self, kind: str, value) -> str:
-        """The grammar for one `structured_outputs` entry, checked against the tokenizer; InvalidRequest if the
-        constraint cannot be enforced as given."""
+    def compile(self, kind: str, value, param: str | None = None) -> str:
+        """The grammar for one `structured_outputs` entry, checked against the tokenizer; InvalidRequest (naming
+        `param`, by default the field the kind comes from) if the constraint cannot be enforced as given."""
         import llguidance
 
         from llguidance import LLMatcher
 
-        param = PARAM if kind in ("json", "json_object") else f"guided_{kind}"
+        param = param or (PARAM if kind in ("json", "json_object") else f"guided_{kind}")
         if kind == "json":
             grammar = LLMatcher.grammar_from_json_schema(value, defaults=JSON_OPTIONS)
         elif kind == "json_object":

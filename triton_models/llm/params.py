@@ -18,6 +18,7 @@ from triton_models.contract import (
     MAX_STOP_SEQUENCES,
     STRUCTURED_KINDS,
     STRUCTURED_OUTPUTS,
+    STRUCTURED_PARAM,
     UNSUPPORTED_PARAMETER,
     ModelError,
 )
@@ -51,8 +52,8 @@ class SamplingParams:
     n: int = 1
     stop_token_ids: tuple[int, ...] = field(default=())
     cache_salt: str | None = None  # CACHE_SALT: the prefix-cache scope (None: the shared, unsalted pool)
-    # STRUCTURED_OUTPUTS: (kind, value), kind one of STRUCTURED_KINDS; compiled by triton_models.llm.grammar
-    structured: tuple[str, object] | None = None
+    # STRUCTURED_OUTPUTS: (kind, value, param), kind one of STRUCTURED_KINDS; compiled by triton_models.llm.grammar
+    structured: tuple[str, object, str | None] | None = None
     logit_bias: tuple[tuple[int, float], ...] = ()  # LOGIT_BIAS: (token id, bias) added to the logits
 
     @property
@@ -155,11 +156,16 @@ def _bool(value) -> bool:
     return value
 
 
-def _structured(value) -> tuple[str, object]:
-    """`structured_outputs` -> (kind, value), exactly one of STRUCTURED_KINDS."""
+def _structured(value) -> tuple[str, object, str | None]:
+    """`structured_outputs` -> (kind, value, param): exactly one of STRUCTURED_KINDS, and the request field it
+    came from if given (STRUCTURED_PARAM)."""
     if not isinstance(value, dict):
         raise TypeError("expected an object")
-    given = [k for k, v in value.items() if v not in (None, False)]
+    value = dict(value)
+    param = value.pop(STRUCTURED_PARAM, None)
+    if param is not None and not isinstance(param, str):
+        raise TypeError(f"{STRUCTURED_PARAM} must be a string")
+    given = [k for k, v in value.items() if v is not None and v is not False]
     unknown = sorted(set(value) - set(STRUCTURED_KINDS))
     if unknown:
         raise ValueError(f"unknown key {unknown[0]!r} (one of {', '.join(STRUCTURED_KINDS)})")
@@ -172,7 +178,7 @@ def _structured(value) -> tuple[str, object]:
         raise TypeError(f"{STRUCTURED_OUTPUTS}.{kind} has the wrong type")
     if kind == "choice" and not (item and all(isinstance(c, str) for c in item)):
         raise ValueError("choice must be a non-empty list of strings")
-    return kind, (json.loads(item) if kind == "json" and isinstance(item, str) else item)
+    return kind, (json.loads(item) if kind == "json" and isinstance(item, str) else item), param
 
 
 def _logit_bias(value) -> tuple[tuple[int, float], ...]:
