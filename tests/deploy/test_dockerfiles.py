@@ -89,6 +89,7 @@ def test_triton_requirements_come_from_the_triton_extra():
     )
     requirements = result.stdout.split()
     names = {re.split(r"[<>=!~\[]", r)[0] for r in requirements}
-    # pillow: LLaVA image preprocessing; onnx: the stand-in backend reads the graph for its token-id inputs
-    assert names == {"numpy", "onnxruntime", "tokenizers", "pillow", "onnx"}
+    # pillow: LLaVA image preprocessing; onnx: the stand-in backend reads the graph for its token-id inputs;
+    # llguidance: the chat engine's structured outputs
+    assert names == {"numpy", "onnxruntime", "tokenizers", "pillow", "onnx", "llguidance"}
     assert any(r.startswith("numpy") and "<2" in r for r in requirements)

@@ -305,3 +305,38 @@ def test_auto_may_answer_in_text(client):
         assert choice.finish_reason == "tool_calls"
     else:
         assert choice.message.content and "<tool_call>" not in choice.message.content
+
+
+SAMPLED_SCHEMAS = [
+    {"type": "object", "properties": {
+        "title": {"type": "string", "maxLength": 30}, "year": {"type": "integer", "minimum": 1900, "maximum": 2030},
+        "genres": {"type": "array", "items": {"enum": ["drama", "comedy", "action", "horror"]}, "maxItems": 3}},
+     "required": ["title", "year", "genres"], "additionalProperties": False},
+    {"type": "object", "$defs": {"point": {"type": "object", "properties": {"x": {"type": "integer"},
+                                                                          "y": {"type": "integer"}},
+                                           "required": ["x", "y"], "additionalProperties": False}},
+     "properties": {"start": {"$ref": "#/$defs/point"}, "end": {"$ref": "#/$defs/point"},
+                    "closed": {"type": "boolean"}},
+     "required": ["start", "end", "closed"], "additionalProperties": False},
+    {"type": "object", "properties": {
+        "answer": {"anyOf": [{"type": "integer"}, {"const": "unknown"}]},
+        "confidence": {"enum": ["low", "medium", "high"]}, "note": {"type": ["string", "null"], "maxLength": 40}},
+     "required": ["answer", "confidence", "note"], "additionalProperties": False},
+]
+
+
+@pytest.mark.parametrize("schema", SAMPLED_SCHEMAS)
+def test_samples_at_temperature_one_all_validate(client, schema):
+    """8 samples per schema at temperature 1.0 (n=4, two requests): every one parses and validates."""
+    import jsonschema
+
+    texts = []
+    for seed in (1, 2):
+        result = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Fill in the JSON."}], temperature=1.0, seed=seed,
+            n=4, max_tokens=150, response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": schema,
+                                                                                         "strict": True}})
+        texts += [(c.finish_reason, c.message.content) for c in result.choices]
+    for finish, text in texts:
+        assert finish == "stop", text
+        jsonschema.validate(json.loads(text), schema)

@@ -90,3 +90,15 @@ def test_what_cannot_be_enforced_is_refused_with_the_field_named(grammars, kind,
     with pytest.raises(InvalidRequest, match="cannot be enforced") as caught:
         grammars.compile(kind, value)
     assert caught.value.param == param and "\n" not in caught.value.message
+
+
+def test_compiled_grammars_are_reused_by_their_text(tokenizer):
+    grammars = Grammars(tokenizer, cached=2)
+    schema = {"type": "object", "properties": {"b": {"type": "integer"}, "a": {"type": "integer"}}}
+    first = grammars.compile("json", schema)
+    assert grammars.compile("json", json.loads(json.dumps(schema))) is first  # same text: the cached grammar
+    reordered = grammars.compile("json", {"type": "object", "properties": {"a": {"type": "integer"},
+                                                                          "b": {"type": "integer"}}})
+    assert reordered != first  # property order is the answer's key order: another grammar
+    info = grammars._compiled.cache_info()
+    assert info.hits == 1 and info.currsize == 2

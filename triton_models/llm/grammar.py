@@ -10,6 +10,7 @@ inside length-bounded strings) on this machine; applying it to a 49,152-wide row
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -18,15 +19,18 @@ from triton_models.contract import JSON_WHITESPACE
 from triton_models.llm.params import InvalidRequest
 
 JSON_OPTIONS = {"whitespace_pattern": JSON_WHITESPACE}
+COMPILED_CACHE = 256  # compiled grammars kept per model
 PARAM = "response_format"  # the OpenAI field a constraint comes from (guided_* extensions say theirs)
 
 
 class Grammars:
     """Compiles constraints for one tokenizer; `llguidance` is imported only when a request asks for one."""
 
-    def __init__(self, text_tokenizer):
+    def __init__(self, text_tokenizer, cached: int = COMPILED_CACHE):
         self._text_tokenizer = text_tokenizer  # a TextTokenizer: its tokenizers.Tokenizer and end-of-sequence ids
         self._tokenizer = None
+        # Agents send the same schemas and tools again and again: compiled grammars are kept by their text.
+        self._compiled = functools.lru_cache(maxsize=cached)(self._compile)
 
     @property
     def tokenizer(self):
@@ -42,11 +46,17 @@ class Grammars:
 
     def compile(self, kind: str, value, param: str | None = None) -> str:
         """The grammar for one `structured_outputs` entry, checked against the tokenizer; InvalidRequest (naming
-        `param`, by default the field the kind comes from) if the constraint cannot be enforced as given."""
+        `param`, by default the field the kind comes from) if the constraint cannot be enforced as given.
+        Cached by the constraint's JSON text, key order kept (a schema's property order is the answer's key
+        order); refusals are not cached."""
+        return self._compiled(kind, json.dumps(value), param)
+
+    def _compile(self, kind: str, text: str, param: str | None) -> str:
         import llguidance
 
         from llguidance import LLMatcher
 
+        value = json.loads(text)
         param = param or (PARAM if kind in ("json", "json_object") else f"guided_{kind}")
         if kind == "json":
             grammar = LLMatcher.grammar_from_json_schema(value, defaults=JSON_OPTIONS)
