@@ -36,12 +36,13 @@ def template_renders_tools(template_source: str) -> bool:
 def generic_messages(messages: list[dict], tools: list[dict]) -> list[dict]:
     """Template messages for a template without tool support: the instructions in the system message, earlier
     calls as `<tool_call>` blocks in the assistant's text, results as `<tool_response>` user messages."""
-    block = GENERIC_INSTRUCTIONS.format(tools="\n".join(json.dumps(t, ensure_ascii=False) for t in tools))
     out = [dict(m) for m in messages]
-    if out and out[0]["role"] == "system":
-        out[0]["content"] = f"{out[0]['content']}\n\n{block}"
-    else:
-        out.insert(0, {"role": "system", "content": block})
+    if tools:  # none offered (tool_choice none): only the earlier calls and results are written
+        block = GENERIC_INSTRUCTIONS.format(tools="\n".join(json.dumps(t, ensure_ascii=False) for t in tools))
+        if out and out[0]["role"] == "system":
+            out[0]["content"] = f"{out[0]['content']}\n\n{block}"
+        else:
+            out.insert(0, {"role": "system", "content": block})
     for message in out:
         calls = message.pop("tool_calls", None)
         if calls:

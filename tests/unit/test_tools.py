@@ -55,3 +55,11 @@ def test_generic_messages_carry_tools_calls_and_results():
     assert out[2] == {"role": "assistant", "content": CALL}
     assert out[3]["role"] == "user" and "<tool_response>" in out[3]["content"] and "sunny" in out[3]["content"]
     assert messages[2]["tool_calls"]  # the caller's messages are not changed
+
+
+def test_without_tools_offered_only_the_history_is_rewritten():
+    messages = [{"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": "", "tool_calls": [
+                    {"id": "c1", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]}]
+    out = tools.generic_messages(messages, [])
+    assert [m["role"] for m in out] == ["user", "assistant"] and out[1]["content"] == CALL
