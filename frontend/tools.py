@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from triton_models.contract import JSON_WHITESPACE
 
@@ -100,9 +100,10 @@ def parse(text: str) -> tuple[str | None, list[dict]]:
         kept.append(text[last:match.start()])
         last = match.end()
         calls.append(call)
+    if not calls:
+        return text, []
     kept.append(text[last:])
-    content = "".join(kept).strip() if calls else text
-    return (content or None) if calls else text, calls
+    return "".join(kept).strip() or None, calls
 
 
 def _call(body: str) -> dict | None:
@@ -122,7 +123,6 @@ class StreamParser:
 
     buffer: str = ""
     calls: int = 0
-    events: list = field(default_factory=list)
 
     def feed(self, text: str) -> list[tuple[str, object]]:
         """("content", str) and ("call", call dict) events the new text completes."""

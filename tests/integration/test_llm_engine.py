@@ -47,6 +47,11 @@ class Sink:
         return "".join(o.texts[0] for o in self.outputs if o is not None)
 
     @property
+    def logprobs(self) -> list[dict]:
+        """The first sequence's logprob entries, in order (requests submitted with want_logprobs)."""
+        return [entry for o in self.outputs if o is not None for entry in o.logprobs[0]]
+
+    @property
     def finish_reason(self) -> str | None:
         last = self.outputs[-1] if self.outputs else None
         return last.finish_reasons[0] if last is not None and last.finish_reasons else None
@@ -493,16 +498,13 @@ def test_logprobs_are_bit_for_bit_those_of_the_request_alone(parts):
         engine.submit(prompt, params, sink, stream=True, want_logprobs=True)
         return sink
 
-    def trace(sink: Sink) -> list[dict]:
-        return [entry for o in sink.outputs if o is not None for entry in o.logprobs[0]]
-
     prompts = [*PROMPTS, "Tell me everything about " + "the sea and the sky, " * 6]
     expected = []
     for prompt in prompts:
         engine = make_engine(parts)
         sink = start(engine, prompt)
         run(engine, [sink])
-        expected.append(trace(sink))
+        expected.append(sink.logprobs)
     engine = make_engine(parts, prefill_chunk=16)
     hits = []
     for _ in range(2):  # cold, then again with the longer prompts in the prefix cache
@@ -510,13 +512,13 @@ def test_logprobs_are_bit_for_bit_those_of_the_request_alone(parts):
         engine.step()
         sinks += [start(engine, p) for p in prompts[3:]]  # joining mid-decode; the long one in chunks
         run(engine, sinks)
-        assert [trace(s) for s in sinks] == expected
+        assert [s.logprobs for s in sinks] == expected
         hits.append(engine.prefix_cache.hit_tokens)
     assert hits[1] - hits[0] >= len(parts[1].encode(prompts[-1])) - 1  # the long prompt came from the cache
     engine = make_engine(parts, max_kv_tokens=60)  # too few slots: sequences are preempted and prefilled again
     sinks = [start(engine, p) for p in prompts]
     run(engine, sinks)
-    assert [trace(s) for s in sinks] == expected and engine.stats.preempted
+    assert [s.logprobs for s in sinks] == expected and engine.stats.preempted
 
 
 def test_the_exports_batch_invariance_check_passes_here_and_catches_a_batch_dependent_decoder(monkeypatch):
