@@ -15,6 +15,8 @@ from pathlib import Path
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from triton_models.contract import DEFAULT_TOOL_CALL_PARSER, TOOL_CALL_PARSERS
+
 log = logging.getLogger(__name__)
 
 STAMP = ".export.json"
@@ -79,6 +81,22 @@ def write_config(model_dir: Path, config: dict | mc.ModelConfig) -> Path:
 
 def read_config(path: Path) -> mc.ModelConfig:
     return text_format.Parse(Path(path).read_text(), mc.ModelConfig())
+
+
+def add_tool_call_parser_argument(parser) -> None:
+    parser.add_argument("--tool-call-parser", choices=["auto", *TOOL_CALL_PARSERS], default="auto",
+                        help="the format of the model's tool calls (auto: from its chat template)")
+
+
+def tool_call_parser(chosen: str, chat_template: str) -> str:
+    """The `tool_call_parser` config parameter: the one chosen, else the format the chat template writes
+    (Llama 3.1's `<|python_tag|>`/`ipython` JSON calls, or Hermes' `<tool_call>` blocks, also the default)."""
+    if chosen != "auto":
+        return chosen
+    if "<tool_call>" not in chat_template and (
+            "<|python_tag|>" in chat_template or ("ipython" in chat_template and '"parameters"' in chat_template)):
+        return "llama3_json"
+    return DEFAULT_TOOL_CALL_PARSER
 
 
 def parameters(**values) -> dict:

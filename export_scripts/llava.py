@@ -34,7 +34,9 @@ from export_scripts.common import (
     ExportError,
     export_digest,
     is_current,
+    add_tool_call_parser_argument,
     parameters,
+    tool_call_parser,
     write_config,
     write_python_shim,
     write_stamp,
@@ -83,6 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queue", type=int, default=64, help="waiting requests beyond which to refuse")
     parser.add_argument("--max-batch", type=int, default=8, help="vision model max_batch_size (images per run)")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    add_tool_call_parser_argument(parser)
 
 
 # -- the source model -------------------------------------------------------------------------------
@@ -311,6 +314,8 @@ def llava_config(name: str, vision_name: str, processor, model, args) -> dict:
             max_queue=args.max_queue,
             intra_op_thread_count=args.threads,
             chat_template=processor.chat_template or tokenizer.chat_template or "",
+            tool_call_parser=tool_call_parser(args.tool_call_parser,
+                                              processor.chat_template or tokenizer.chat_template or ""),
             bos_token=tokenizer.bos_token or "",
             eos_token=tokenizer.eos_token or "",
         ),
@@ -335,7 +340,7 @@ def run(args: argparse.Namespace) -> list[str]:
     name = served_name(args)
     vision_name = f"{name}_vision"
     options = {k: getattr(args, k) for k in ("model", "max_images", "max_num_seqs", "max_kv_tokens", "max_queue",
-                                             "max_batch", "threads")}
+                                             "max_batch", "threads", "tool_call_parser")}
     options["name"] = name
     code = [EXPORT_SCRIPTS / "llava.py", EXPORT_SCRIPTS / "llm_graph.py", EXPORT_SCRIPTS / "common.py",
             EXPORT_SCRIPTS.parent / "triton_models" / "llava" / "preprocess.py"]

@@ -31,7 +31,9 @@ from export_scripts.common import (
     ExportError,
     export_digest,
     is_current,
+    add_tool_call_parser_argument,
     parameters,
+    tool_call_parser,
     write_config,
     write_python_shim,
     write_stamp,
@@ -97,6 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=[0, 1, 2, 3, 4],
         help="MatMulNBits accuracy_level (4: int8 activations, like llama.cpp's own kernels)",
     )
+    add_tool_call_parser_argument(parser)
     parser.add_argument(
         "--speed-tokens", type=int, default=32, help="decode tokens timed per precision (0: skip)"
     )
@@ -260,6 +263,7 @@ def model_config(args, tokenizer, model) -> dict:
             max_queue=args.max_queue,
             intra_op_thread_count=args.threads,
             chat_template=tokenizer.chat_template or "",
+            tool_call_parser=tool_call_parser(args.tool_call_parser, tokenizer.chat_template or ""),
             bos_token=tokenizer.bos_token or "",
             eos_token=tokenizer.eos_token or "",
         ),
@@ -278,6 +282,7 @@ def run(args: argparse.Namespace) -> list[str]:
             "max_queue",
             "threads",
             "accuracy_level",
+            "tool_call_parser",
         )
     }
     options["source"] = [source.model if not source.local_files else None, source.gguf_file]

@@ -99,6 +99,12 @@ MAX_N = 16  # choices per request
 MAX_LOGPROBS = 20  # top logprobs per token (OpenAI: 20 for chat, 5 for completions; vLLM: 20)
 MAX_STOP_SEQUENCES = 16
 
+# The format a chat model writes tool calls in, a config parameter the exporter sets from the chat template
+# (vLLM's --tool-call-parser names); the frontend's parsers (frontend/tools) are keyed by these names.
+TOOL_CALL_PARSER = "tool_call_parser"
+TOOL_CALL_PARSERS = ("hermes", "llama3_json")
+DEFAULT_TOOL_CALL_PARSER = "hermes"
+
 # Requests share cached prompt prefixes only when their `cache_salt` (vLLM's name) is equal; the frontend sends
 # each API key's own. Only our chat engine (triton_models/llm, llava) takes it: the vLLM backend's
 # SamplingParams refuses an unknown field, so a model of another kind is sent none.

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from frontend.protocol.common import FieldError, Strict
 from frontend.protocol.generation import CompletionUsage, GenerationRequest
+from frontend.tools.base import ToolFormat
 from triton_models.contract import MAX_LOGPROBS, STRUCTURED_PARAM
 
 
@@ -110,7 +111,7 @@ class ChatCompletionRequest(GenerationRequest):
             raise FieldError("tool_choice", "tool_choice requires tools")
         if isinstance(choice, NamedToolChoice) and choice.function.name not in {t.function.name for t in self.tools}:
             raise FieldError("tool_choice", f"tool_choice names `{choice.function.name}`, which is not in tools")
-        if self.calls_tools and (self.structured_outputs_of_fields() is not None):
+        if self.calls_tools and (self.structured_outputs() is not None):
             raise FieldError("tools", "tools cannot be combined with a JSON response_format or guided_*")
         return self
 
@@ -126,18 +127,18 @@ class ChatCompletionRequest(GenerationRequest):
     def calls_tools(self) -> bool:
         return self.effective_tool_choice != "none"
 
-    def structured_outputs_of_fields(self) -> dict | None:
+    def structured_outputs(self) -> dict | None:
+        """The constraint of `response_format` or `guided_*` (tools: `tool_constraint`, never both)."""
         from_format = self.response_format.structured_outputs() if self.response_format is not None else None
         return from_format or super().structured_outputs()
 
-    def structured_outputs(self) -> dict | None:
-        if self.calls_tools:
-            from frontend.tools import grammar
-
-            tools = [t.model_dump(exclude_none=True) for t in self.tools]
-            return {"grammar": grammar(tools, self.effective_tool_choice, self.parallel_tool_calls),
-                    STRUCTURED_PARAM: "tools"}
-        return self.structured_outputs_of_fields()
+    def tool_constraint(self, call_format: ToolFormat) -> dict | None:
+        """The engine's constraint that keeps tool calls valid in the model's format (None: no tools called)."""
+        if not self.calls_tools:
+            return None
+        tools = [t.model_dump(exclude_none=True) for t in self.tools]
+        return {"grammar": call_format.grammar(tools, self.effective_tool_choice, self.parallel_tool_calls),
+                STRUCTURED_PARAM: "tools"}
 
     @model_validator(mode="after")
     def _top_logprobs_needs_logprobs(self):

@@ -23,8 +23,7 @@ from frontend.services.generation import (
     sampling_parameters,
 )
 from frontend.services.images import cancel_on_disconnect
-from frontend.tools import StreamParser, generic_messages, template_renders_tools
-from frontend.tools import parse as parse_tool_calls
+from frontend.tools import StreamParser, ToolFormat, arguments_as_objects, template_renders_tools, tool_format
 from frontend.triton import Backend
 
 log = logging.getLogger(__name__)
@@ -139,16 +138,19 @@ class ChatService:
         parts = [] if model.parameters.get("supports_images") == "true" else None
         messages = template_messages(request.messages, parts)
         tools = [t.model_dump(exclude_none=True) for t in request.tools] if request.calls_tools else None
+        call_format = tool_format(model.parameters, model.name)
         if template_renders_tools(model.parameters.get("chat_template", "")):
-            prompt = render_chat(model.parameters, messages, model=model.name, tools=tools)
-        else:  # the generic format (frontend/tools.py)
+            prompt = render_chat(model.parameters, arguments_as_objects(messages), model=model.name,
+                                 tools=tools)
+        else:  # the format's generic instructions (frontend/tools)
             if tools or any("tool_calls" in m or m["role"] == "tool" for m in messages):
-                messages = generic_messages(messages, tools or [])
+                messages = call_format.generic_messages(messages, tools or [])
             prompt = render_chat(model.parameters, messages, model=model.name)
         images = await self._load_images(model, parts or [])
         top = (request.top_logprobs or 0) if request.logprobs else None
         params = sampling_parameters(request, request.completion_limit, top,
-                                     cache_salt(model, ctx, self.shared_prefix_cache, request.cache_salt))
+                                     cache_salt(model, ctx, self.shared_prefix_cache, request.cache_salt),
+                                     structured=request.tool_constraint(call_format))
         log.info("chat: model=%s n=%d stream=%s user=%s request=%s", model.name, request.n, request.stream,
                  request.user, ctx.request_id)
         generation = Generation(self.backend, model.name, prompt, params, stream=request.stream,
@@ -158,7 +160,8 @@ class ChatService:
         head = {"id": response_id("chatcmpl"), "created": now(), "model": model.name, "system_fingerprint": None}
         if request.stream:
             await cancel_on_disconnect(generation.start(), is_disconnected)  # queued: may wait for a slot
-            return self._chunks(generation, head, request.n, request.include_usage, request.calls_tools)
+            return self._chunks(generation, head, request.n, request.include_usage,
+                                call_format if request.calls_tools else None)
         steps = await cancel_on_disconnect(generation.collect(), is_disconnected)
         tally = Tally()
         for step in steps:
@@ -167,16 +170,16 @@ class ChatService:
         for i, c in enumerate(assemble(steps, request.n)):
             message, finish = {"role": "assistant", "content": c.text, "refusal": None}, c.finish_reason
             if request.calls_tools:
-                message["content"], calls = parse_tool_calls(c.text)
-                if calls:
-                    message["tool_calls"] = calls
+                message["content"], tool_calls = call_format.parse(c.text)
+                if tool_calls:
+                    message["tool_calls"] = tool_calls
                     finish = "tool_calls" if finish == "stop" else finish
             choices.append({"index": i, "message": message, "finish_reason": finish,
                             "logprobs": chat_logprobs(c.logprobs) if top is not None else None})
         return {**head, "object": "chat.completion", "choices": choices, "usage": tally.usage()}
 
     async def _chunks(self, generation: Generation, head: dict, n: int, include_usage: bool,
-                      calls_tools: bool = False) -> AsyncIterator[dict]:
+                      call_format: ToolFormat | None = None) -> AsyncIterator[dict]:
         head = {**head, "object": "chat.completion.chunk"}
         extra = {"usage": None} if include_usage else {}
 
@@ -187,7 +190,7 @@ class ChatService:
         for i in range(n):
             yield chunk(i, {"role": "assistant", "content": "", "refusal": None})
         tally = Tally()
-        parsers = [StreamParser() for _ in range(n)] if calls_tools else None
+        parsers = [call_format.stream_parser() for _ in range(n)] if call_format is not None else None
         async for step in generation.steps():
             tally.add(0, step)
             for i in range(n):

@@ -54,11 +54,12 @@ def cache_salt(model: ServedModel, ctx: RequestContext, shared: bool, requested:
 
 
 def sampling_parameters(request: GenerationRequest, max_tokens: int | None, logprobs: int | None,
-                        salt: str | None = None) -> dict:
+                        salt: str | None = None, structured: dict | None = None) -> dict:
     """The `sampling_parameters` JSON: an explicit list of fields, unset ones left to the model's defaults.
 
     No max_tokens means "the rest of the context" (the engine knows the prompt's length; 16, OpenAI's
-    legacy default, cuts most answers short).
+    legacy default, cuts most answers short). `structured`: a constraint of the service's own (tool calls) in
+    place of the request's fields.
     """
     values = {
         "temperature": request.temperature, "top_p": request.top_p, "top_k": request.top_k, "seed": request.seed,
@@ -66,7 +67,7 @@ def sampling_parameters(request: GenerationRequest, max_tokens: int | None, logp
         "frequency_penalty": request.frequency_penalty, "n": request.n, "logprobs": logprobs,
         "ignore_eos": request.ignore_eos or None, "cache_salt": salt,
     }
-    values[STRUCTURED_OUTPUTS] = request.structured_outputs()
+    values[STRUCTURED_OUTPUTS] = structured or request.structured_outputs()
     values[LOGIT_BIAS] = request.logit_bias or None
     return {k: v for k, v in values.items() if v is not None}
 

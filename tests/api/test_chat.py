@@ -439,3 +439,51 @@ async def test_earlier_calls_and_results_are_written_into_the_conversation(clien
 async def test_inconsistent_tool_requests_are_a_400(client, fields, param):
     r = await client.post(URL, json=chat(**fields))
     assert r.status_code == 400 and r.json()["error"]["param"].startswith(param), r.text
+
+
+LLAMA_CALL = '{"name": "get_weather", "parameters": {"city": "Paris"}}'
+# A template in the style of Llama 3.1's: it renders the tools, and earlier calls with `arguments | tojson`.
+TOOLS_TEMPLATE = (
+    "{% if tools %}<|tools|>{% for t in tools %}{{ t.function.name }};{% endfor %}{% endif %}"
+    "{% for m in messages %}<|{{ m.role }}|>{% if m.tool_calls %}{% for c in m.tool_calls %}"
+    '{"name": "{{ c.function.name }}", "parameters": {{ c.function.arguments | tojson }}}{% endfor %}'
+    "{% else %}{{ m.content }}{% endif %}{% endfor %}<|assistant|>"
+)
+
+
+async def test_a_llama3_json_model_gets_its_format_grammar_and_parser(client, roomy):
+    backend = roomy
+    backend.models["llm"]["tool_call_parser"] = "llama3_json"
+    backend.llm.script = ['{"name": "get_weather", ', '"parameters": {"city": "Paris"}}; ', LLAMA_CALL]
+    r = await client.post(URL, json=chat(tools=[WEATHER], stream=True))
+    deltas = [c["choices"][0]["delta"] for c in sse_events(r.text)[:-1] if c["choices"]]
+    heads = [tc for d in deltas for tc in d.get("tool_calls", []) if "id" in tc]
+    assert [h["function"]["name"] for h in heads] == ["get_weather"] * 2
+    assert "".join(d.get("content") or "" for d in deltas) == ""
+    (_, inputs), *_ = [c for c in reversed(backend.calls) if c[0] == "llm"]
+    grammar = json.loads(inputs["sampling_parameters"][0])["structured_outputs"]["grammar"]
+    assert grammar.startswith("start: TEXT | call") and '"parameters"' in grammar
+    assert '"parameters": <dictionary' in inputs["text_input"][0].decode()  # the format's generic instructions
+    backend.llm.script = ["It is sunny."]
+    (choice,) = (await client.post(URL, json=chat(tools=[WEATHER]))).json()["choices"]
+    assert choice["message"]["content"] == "It is sunny." and choice["finish_reason"] == "stop"
+
+
+async def test_a_template_that_renders_tools_gets_them_and_arguments_as_objects(client, roomy):
+    backend = roomy
+    backend.models["llm"]["chat_template"] = TOOLS_TEMPLATE
+    messages = [{"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "call_1", "type": "function",
+                     "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]
+    assert (await client.post(URL, json=chat(messages=messages, tools=[WEATHER]))).status_code == 200
+    prompt = backend.llm.prompts[-1]
+    assert prompt.startswith("<|tools|>get_weather;") and LLAMA_CALL in prompt and "<tool_response>" not in prompt
+
+
+async def test_an_unknown_tool_call_parser_in_a_config_is_a_server_error(client, backend):
+    backend.models["llm"]["tool_call_parser"] = "no_such_format"
+    r = await client.post(URL, json=chat(tools=[WEATHER]))
+    assert_error(r, 500)
+    assert "tool_call_parser `no_such_format`" in r.json()["error"]["message"]

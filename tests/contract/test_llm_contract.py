@@ -43,6 +43,7 @@ PARAMETERS = {
     "max_queue",
     "intra_op_thread_count",
     "chat_template",
+    "tool_call_parser",
     "bos_token",
     "eos_token",
 }
@@ -99,6 +100,7 @@ def test_config_parameters(config, model_dir, hf_config):
     for key in ("max_num_seqs", "max_kv_tokens", "max_queue", "intra_op_thread_count"):
         assert int(values[key]) > 0
     assert "<|im_start|>" in values["chat_template"] and "add_generation_prompt" in values["chat_template"]
+    assert values["tool_call_parser"] == "hermes"  # SmolLM2's template renders no tools: the generic format
 
 
 def test_special_tokens_match_tokenizer_and_generation_config(config, model_dir):

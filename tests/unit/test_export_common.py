@@ -42,3 +42,14 @@ def test_python_shim_imports_the_module(tmp_path):
     assert "from triton_models.tokenizer import TritonPythonModel" in text
     assert "MODELGATE_PYTHONPATH" in text
     compile(text, str(path), "exec")
+
+
+@pytest.mark.parametrize("chosen, template, expected", [
+    ("auto", "{{ '<tool_call>' }}{{ tools }}", "hermes"),
+    ("auto", "{% if m.role == 'ipython' %}{% endif %}{{ '\"parameters\": ' }}{{ tools }}", "llama3_json"),
+    ("auto", "<|python_tag|>{{ tools }}", "llama3_json"),
+    ("auto", "{{ messages }}", "hermes"),  # no tool support: the generic format, Hermes by default
+    ("llama3_json", "{{ '<tool_call>' }}", "llama3_json"),  # the operator's choice wins
+])
+def test_tool_call_parser_follows_the_template_unless_chosen(chosen, template, expected):
+    assert common.tool_call_parser(chosen, template) == expected

@@ -8,20 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from tests.integration import llm_tiny
 from triton_models.llm.grammar import Grammars
 from triton_models.llm.params import InvalidRequest, SamplingParams
-from triton_models.llm.tokenizer import TextTokenizer
 
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return TextTokenizer(llm_tiny.tokenizer_dir())
-
-
-@pytest.fixture(scope="module")
-def grammars(tokenizer):
-    return Grammars(tokenizer)
 
 
 @pytest.mark.parametrize("value, expected", [

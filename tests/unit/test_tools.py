@@ -1,65 +1,156 @@
-"""frontend/tools.py: the generic prompt format, the grammar per tool_choice, parsing whole and streamed answers."""
+"""frontend/tools: each call format's generic prompt, grammar per tool_choice (checked by llguidance on SmolLM2's
+real tokenizer), and parsing of whole and streamed answers; the format a model's config names."""
 
 from __future__ import annotations
 
 import json
 
-from frontend import tools
+import pytest
 
+from frontend import tools
+from frontend.errors import APIError
+from triton_models import contract
+
+HERMES, LLAMA3 = tools.FORMATS["hermes"], tools.FORMATS["llama3_json"]
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+OTHER = {"type": "function", "function": {"name": "other"}}
 CALL = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+LLAMA_CALL = '{"name": "get_weather", "parameters": {"city": "Paris"}}'
+HISTORY = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather?"},
+           {"role": "assistant", "content": "", "tool_calls": [
+               {"id": "c1", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+           {"role": "tool", "content": "sunny", "tool_call_id": "c1"}]
 
 
-def test_whole_answers_split_into_content_and_calls():
-    content, calls = tools.parse(f"Checking.\n{CALL}\n{CALL.replace('Paris', 'Rome')}")
-    assert content == "Checking." and [json.loads(c["function"]["arguments"])["city"] for c in calls] == ["Paris",
-                                                                                                          "Rome"]
-    assert tools.parse("no calls here") == ("no calls here", [])
-    assert tools.parse("<tool_call>not json</tool_call>") == ("<tool_call>not json</tool_call>", [])
-    assert tools.parse(CALL)[0] is None
+
+def accepts(grammars, tokenizer, grammar: str, text: str) -> bool:
+    """Whether the engine's constraint lets the model write `text` and then end it (its EOS token)."""
+    constraint = grammars.constraint(grammars.compile("grammar", grammar))
+    try:
+        for token in [*tokenizer.encode(text), min(tokenizer.eos_ids)]:
+            constraint.consume(token)
+    except Exception:  # noqa: BLE001 - llguidance refuses the token
+        return False
+    return constraint.complete
 
 
-def test_streamed_text_is_held_only_while_it_may_open_a_block():
-    parser = tools.StreamParser()
+def arguments(calls: list[dict]) -> list[dict]:
+    return [json.loads(c["function"]["arguments"]) for c in calls]
+
+
+def test_the_config_parameter_picks_the_format():
+    assert set(tools.FORMATS) == set(contract.TOOL_CALL_PARSERS)
+    assert tools.tool_format({}, "m") is tools.FORMATS[contract.DEFAULT_TOOL_CALL_PARSER]
+    assert tools.tool_format({contract.TOOL_CALL_PARSER: "llama3_json"}, "m") is LLAMA3
+    with pytest.raises(APIError, match="tool_call_parser `mistral`"):
+        tools.tool_format({contract.TOOL_CALL_PARSER: "mistral"}, "m")
+
+
+# -- Hermes ------------------------------------------------------------------------------------------------
+
+def test_hermes_answers_split_into_content_and_calls():
+    content, calls = HERMES.parse(f"Checking.\n{CALL}\n{CALL.replace('Paris', 'Rome')}")
+    assert content == "Checking." and [a["city"] for a in arguments(calls)] == ["Paris", "Rome"]
+    assert calls[0]["id"].startswith("call_") and calls[0]["id"] != calls[1]["id"]
+    assert HERMES.parse("no calls here") == ("no calls here", [])
+    assert HERMES.parse("<tool_call>not json</tool_call>") == ("<tool_call>not json</tool_call>", [])
+    assert HERMES.parse(CALL)[0] is None
+
+
+def test_hermes_streamed_text_is_held_only_while_it_may_open_a_block():
+    parser = HERMES.stream_parser()
     assert parser.feed("Hello <tool") == [("content", "Hello ")]
     assert parser.feed("_ca") == []
     assert parser.feed("t is not a tag") == [("content", "<tool_cat is not a tag")]
     events = parser.feed(CALL[:15]) + parser.feed(CALL[15:]) + parser.feed("\n") + parser.feed("")
     assert [kind for kind, _ in events] == ["call"] and parser.calls == 1
     assert parser.flush() == []  # the separator after a call is not content
-    unfinished = tools.StreamParser()
+    unfinished = HERMES.stream_parser()
     unfinished.feed(CALL[:30])
     assert unfinished.flush() == [("content", CALL[:30])]  # cut by max_tokens: the text as it came
 
 
-def test_grammar_per_tool_choice():
-    assert tools.grammar([WEATHER], "none", True) is None
-    auto = tools.grammar([WEATHER], "auto", True)
-    assert "trigger[lazy]" in auto and '("\\n<tool_call>" body)*' in auto
-    assert '("\\n<tool_call>" body)*' not in tools.grammar([WEATHER], "auto", False)
-    required = tools.grammar([WEATHER], "required", False)
-    assert required.startswith("start: call\n") and '"const": "get_weather"' in required
-    other = {"type": "function", "function": {"name": "other"}}
-    named = tools.grammar([WEATHER, other], {"type": "function", "function": {"name": "other"}}, True)
-    assert '"const": "other"' in named and "get_weather" not in named
+def test_hermes_grammar_per_tool_choice(grammars, tokenizer):
+    assert HERMES.grammar([WEATHER], "none", True) is None
+    auto = HERMES.grammar([WEATHER], "auto", True)
+    assert "trigger[lazy]" in auto and accepts(grammars, tokenizer, auto, "It is sunny.")
+    assert accepts(grammars, tokenizer, auto, f"Let me look.\n{CALL}\n{CALL}")
+    assert not accepts(grammars, tokenizer, HERMES.grammar([WEATHER], "auto", False), f"{CALL}\n{CALL}")
+    required = HERMES.grammar([WEATHER], "required", False)
+    assert accepts(grammars, tokenizer, required, CALL)
+    assert not accepts(grammars, tokenizer, required, "It is sunny.")
+    assert not accepts(grammars, tokenizer, required, CALL.replace('"city"', '"town"'))  # against the schema
+    named = HERMES.grammar([WEATHER, OTHER], {"type": "function", "function": {"name": "other"}}, True)
+    assert accepts(grammars, tokenizer, named, '<tool_call>{"name": "other", "arguments": {}}</tool_call>')
+    assert not accepts(grammars, tokenizer, named, CALL)
 
 
-def test_generic_messages_carry_tools_calls_and_results():
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather?"},
-                {"role": "assistant", "content": "", "tool_calls": [
-                    {"id": "c1", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
-                {"role": "tool", "content": "sunny", "tool_call_id": "c1"}]
-    out = tools.generic_messages(messages, [WEATHER])
+def test_hermes_generic_messages_carry_tools_calls_and_results():
+    out = HERMES.generic_messages(HISTORY, [WEATHER])
     assert out[0]["content"].startswith("Be brief.\n\nYou may call") and '"get_weather"' in out[0]["content"]
     assert out[2] == {"role": "assistant", "content": CALL}
     assert out[3]["role"] == "user" and "<tool_response>" in out[3]["content"] and "sunny" in out[3]["content"]
-    assert messages[2]["tool_calls"]  # the caller's messages are not changed
+    assert HISTORY[2]["tool_calls"]  # the caller's messages are not changed
 
 
 def test_without_tools_offered_only_the_history_is_rewritten():
-    messages = [{"role": "user", "content": "Weather?"},
-                {"role": "assistant", "content": "", "tool_calls": [
-                    {"id": "c1", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]}]
-    out = tools.generic_messages(messages, [])
+    out = HERMES.generic_messages(HISTORY[1:3], [])
     assert [m["role"] for m in out] == ["user", "assistant"] and out[1]["content"] == CALL
+
+
+# -- Llama 3 JSON ------------------------------------------------------------------------------------------
+
+def test_llama3_answers_are_wholly_calls_or_text():
+    assert LLAMA3.parse(LLAMA_CALL)[0] is None and arguments(LLAMA3.parse(LLAMA_CALL)[1]) == [{"city": "Paris"}]
+    content, calls = LLAMA3.parse(f"<|python_tag|>{LLAMA_CALL}; {LLAMA_CALL.replace('Paris', 'Rome')}")
+    assert content is None and [a["city"] for a in arguments(calls)] == ["Paris", "Rome"]
+    with_arguments = '{"name": "get_weather", "arguments": {"city": "Oslo"}}'  # vLLM reads either key
+    assert arguments(LLAMA3.parse(with_arguments)[1]) == [{"city": "Oslo"}]
+    for text in ("It is sunny.", '{"city": "Paris"}', '{"name": "get_weather", '):
+        assert LLAMA3.parse(text) == (text, [])
+    content, calls = LLAMA3.parse(f"{LLAMA_CALL}; {LLAMA_CALL[:20]}")  # cut by max_tokens: as when streamed
+    assert content == LLAMA_CALL[:20] and len(calls) == 1
+
+
+def test_llama3_stream_decides_on_the_first_visible_character():
+    parser = LLAMA3.stream_parser()
+    assert parser.feed(" ") == [] and parser.feed("<|python") == []
+    assert parser.feed("_tag|>" + LLAMA_CALL[:20]) == []
+    (kind, call), = parser.feed(LLAMA_CALL[20:] + "; ")
+    assert kind == "call" and json.loads(call["function"]["arguments"]) == {"city": "Paris"} and parser.calls == 1
+    assert [k for k, _ in parser.feed(LLAMA_CALL)] == ["call"] and parser.flush() == []
+    text = LLAMA3.stream_parser()
+    assert text.feed("\n") == [] and text.feed("It is") == [("content", "\nIt is")]
+    assert text.feed(" {sunny}") == [("content", " {sunny}")] and text.flush() == []
+    cut = LLAMA3.stream_parser()
+    assert cut.feed(LLAMA_CALL[:25]) == [] and cut.flush() == [("content", LLAMA_CALL[:25])]
+
+
+def test_llama3_grammar_per_tool_choice(grammars, tokenizer):
+    assert LLAMA3.grammar([WEATHER], "none", True) is None
+    auto = LLAMA3.grammar([WEATHER], "auto", True)
+    assert accepts(grammars, tokenizer, auto, "It is sunny.")
+    assert accepts(grammars, tokenizer, auto, f"{LLAMA_CALL}; {LLAMA_CALL}")
+    assert not accepts(grammars, tokenizer, auto, '{"name": "get_weather", "parameters": {"town": "Paris"}}')
+    required = LLAMA3.grammar([WEATHER], "required", False)
+    assert accepts(grammars, tokenizer, required, LLAMA_CALL)
+    assert not accepts(grammars, tokenizer, required, f"{LLAMA_CALL}; {LLAMA_CALL}")
+    assert not accepts(grammars, tokenizer, required, "It is sunny.")
+    named = LLAMA3.grammar([WEATHER, OTHER], {"type": "function", "function": {"name": "other"}}, True)
+    assert accepts(grammars, tokenizer, named, '{"name": "other", "parameters": {}}')
+    assert not accepts(grammars, tokenizer, named, LLAMA_CALL)
+
+
+def test_llama3_generic_messages_write_calls_as_json():
+    out = LLAMA3.generic_messages(HISTORY, [WEATHER])
+    assert '"parameters": <dictionary' in out[0]["content"] and '"get_weather"' in out[0]["content"]
+    assert out[2] == {"role": "assistant", "content": LLAMA_CALL}
+    assert out[3]["role"] == "user" and "sunny" in out[3]["content"]
+
+
+def test_templates_that_render_tools_get_arguments_as_objects():
+    out = tools.arguments_as_objects(HISTORY)
+    assert out[2]["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}
+    assert HISTORY[2]["tool_calls"][0]["function"]["arguments"] == '{"city": "Paris"}'  # not changed
+    assert out[3] is HISTORY[3]
