@@ -18,6 +18,7 @@ from export_scripts.common import ExportError
 # subcommand -> module; the order is the order `all` runs them in.
 EXPORTERS = {
     "embeddings": "export_scripts.embeddings",
+    "rerank": "export_scripts.rerank",
     "llm": "export_scripts.llm",
     "diffusion": "export_scripts.diffusion",
     "llava": "export_scripts.llava",

@@ -1,15 +1,18 @@
-"""Stable Diffusion 1.x/2.x as three ONNX networks plus a Python BLS pipeline model.
+"""Stable Diffusion 1.x/2.x as four ONNX networks plus a Python BLS pipeline model.
 
 `python -m export_scripts diffusion` writes, for a served name N:
   N_text_encoder/  CLIP text model        input_ids [B, 77] int64 -> last_hidden_state [B, 77, D]
   N_unet/          UNet                   sample [B, C, h, w], timestep [B, 1], encoder_hidden_states -> out_sample
   N_vae_decoder/   VAE decoder            latent_sample [B, C, h, w] -> image [B, H, W, 3] in [0, 1]
+  N_vae_encoder/   VAE encoder (edits)    image [B, H, W, 3] in [0, 1] -> latent_mean_std [B, 2C, h, w]
   N/               BLS pipeline (Python)  tokenizer.json + scheduler_config.json; openai_task "images"
 
 The default, `tiny-sd-random`, is built from diffusers configs with random weights (fixed seed) and the
 real CLIP BPE vocabulary of the open-clip-torch wheel: it exercises every layer of the stack and draws
 noise-like pictures. `--model` takes a diffusers Stable Diffusion id or folder (sd-turbo included).
-The export fails unless the numpy/ONNX Runtime pipeline matches diffusers on the same latents.
+The export fails unless the numpy/ONNX Runtime pipeline matches diffusers on the same random draws: text to
+image (`StableDiffusionPipeline`), image to image (`StableDiffusionImg2ImgPipeline`) and inpainting
+(`StableDiffusionInpaintPipeline` over the same 4-channel UNet, its `apply_overlay` for the kept pixels).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from export_scripts.common import (
     write_python_shim,
     write_stamp,
 )
+from triton_models.contract import SUPPORTS_EDITS
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ TINY_SIZES = "64x64,128x128,256x256,512x512"
 TOKEN_LENGTH = 77
 PARITY_TOLERANCE = 1e-3  # max abs difference on [0, 1] pixels
 PARITY_PROMPTS = ("a watercolor painting of a lighthouse at dawn", "A photo of an astronaut riding a horse on Mars")
+PARITY_STRENGTHS = (0.6, 0.75)  # img2img, inpainting (each also at 1.0: diffusers' pure-noise start); >= 0.5
 PIPELINE_MODULE = "triton_models.diffusion.model"
 SOURCES = [Path(__file__), EXPORT_SCRIPTS / "common.py", PROJECT_ROOT / "triton_models" / "diffusion"]
 
@@ -67,7 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def part_names(name: str) -> dict[str, str]:
-    return {part: f"{name}_{part}" for part in ("text_encoder", "unet", "vae_decoder")}
+    from triton_models.diffusion.pipeline import NETWORKS
+
+    return {part: f"{name}_{part}" for part in NETWORKS}
 
 
 def served_models(name: str = TINY) -> list[str]:
@@ -98,13 +105,14 @@ def run(args: argparse.Namespace) -> list[str]:
         staging = Path(tmp)
         export_networks(pipe, staging, name, args.opset)
         write_pipeline_files(pipe, staging / name / "1")
-        check_parity(pipe, staging, name, settings)
+        parity = check_parity(pipe, staging, name, settings)
         for d in dirs:
             shutil.rmtree(d, ignore_errors=True)
             d.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(staging / d.name), d)
     write_configs(repository, name, settings, args, hidden_size=pipe.text_encoder.config.hidden_size)
-    write_stamp(dirs, digest, {"source": str(args.model), "random_weights": args.model == TINY})
+    write_stamp(dirs, digest, {"source": str(args.model), "random_weights": args.model == TINY,
+                               "parity_max_abs_diff": parity})
     return served_models(name)
 
 
@@ -232,6 +240,7 @@ def pipeline_settings(pipe, args, name: str) -> dict:
         "scheduler": pipe.scheduler.__class__.__name__,
         "source": str(args.model),
         "random_weights": str(args.model == TINY).lower(),
+        SUPPORTS_EDITS: "true",  # every export has the VAE encoder that edits and variations need
         **{f"{part}_model": model for part, model in part_names(name).items()},
     }
 
@@ -270,6 +279,18 @@ def export_networks(pipe, staging: Path, name: str, opset: int) -> None:
             image = self.vae.decode(latent_sample / self.scaling, return_dict=False)[0]
             return (image / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)  # diffusers' postprocess, NHWC
 
+    class VaeEncoder(torch.nn.Module):
+        """The decoder's mirror: [0, 1] NHWC in (diffusers' preprocess inside), the posterior out, scaled."""
+
+        def __init__(self, vae):
+            super().__init__()
+            self.vae = vae
+            self.scaling = float(vae.config.scaling_factor)
+
+        def forward(self, image):
+            posterior = self.vae.encode(image.permute(0, 3, 1, 2) * 2 - 1).latent_dist
+            return torch.cat([posterior.mean, posterior.std], dim=1) * self.scaling
+
     names = part_names(name)
     hidden = pipe.text_encoder.config.hidden_size
     channels = pipe.unet.config.in_channels
@@ -280,22 +301,27 @@ def export_networks(pipe, staging: Path, name: str, opset: int) -> None:
     states = torch.randn(batch, TOKEN_LENGTH, hidden)
     latents = torch.randn(batch, channels, h, w)
     timestep = torch.full((batch, 1), 500.0)
-    modules = {"text_encoder": TextEncoder(pipe.text_encoder), "unet": UNet(pipe.unet), "vae_decoder": VaeDecoder(pipe.vae)}
-    examples = {"text_encoder": (ids,), "unet": (latents, timestep, states), "vae_decoder": (latents,)}
+    pixels = torch.rand(batch, h * pipe.vae_scale_factor, w * pipe.vae_scale_factor, 3)
+    modules = {"text_encoder": TextEncoder(pipe.text_encoder), "unet": UNet(pipe.unet),
+               "vae_decoder": VaeDecoder(pipe.vae), "vae_encoder": VaeEncoder(pipe.vae)}
+    examples = {"text_encoder": (ids,), "unet": (latents, timestep, states), "vae_decoder": (latents,),
+                "vae_encoder": (pixels,)}
     spatial = {0: "batch", 2: "height", 3: "width"}
+    pixel_axes = {0: "batch", 1: "pixel_height", 2: "pixel_width"}
     axes = {"input_ids": {0: "batch"}, "last_hidden_state": {0: "batch"}, "sample": spatial, "timestep": {0: "batch"},
             "encoder_hidden_states": {0: "batch"}, "out_sample": spatial, "latent_sample": spatial,
-            "image": {0: "batch", 1: "height", 2: "width"}}
+            "latent_mean_std": spatial}
     parts = [(names[part], modules[part], examples[part], list(inputs), [output])
              for part, (inputs, output) in NETWORKS.items()]
     for model_name, module, example, inputs, outputs in parts:
         path = staging / model_name / "1" / "model.onnx"
         path.parent.mkdir(parents=True, exist_ok=True)
         log.info("exporting %s", model_name)
+        # `image` is the decoder's output and the encoder's input: pixels, not latents.
+        dynamic = {k: pixel_axes if k == "image" else axes[k] for k in inputs + outputs}
         with torch.no_grad():
             torch.onnx.export(module.eval(), example, str(path), input_names=inputs, output_names=outputs,
-                              dynamic_axes={k: axes[k] for k in inputs + outputs}, opset_version=opset,
-                              dynamo=False)
+                              dynamic_axes=dynamic, opset_version=opset, dynamo=False)
 
 
 def write_pipeline_files(pipe, version_dir: Path) -> None:
@@ -328,15 +354,14 @@ def ort_pipeline(repository: Path, name: str, settings: dict, threads: int = 0):
     sessions = {part: create_session(repository / model / "1" / "model.onnx", threads) for part, model in names.items()}
 
     networks = bind_networks(lambda part, inputs, output: sessions[part].run([output], inputs)[0])
-    return StableDiffusion.from_directory(repository / name / "1", *networks,
+    return StableDiffusion.from_directory(repository / name / "1", networks,
                                           int(settings["vae_scale_factor"]), int(settings["latent_channels"]))
 
 
-def check_parity(pipe, staging: Path, name: str, settings: dict) -> float:
-    """ExportError unless tokens match exactly and images match diffusers within PARITY_TOLERANCE."""
-    import torch
-
-    from triton_models.diffusion.pipeline import ImageRequest, Settings, initial_latents
+def check_parity(pipe, staging: Path, name: str, settings: dict) -> dict[str, float]:
+    """ExportError unless tokens match exactly and images match diffusers within PARITY_TOLERANCE; the worst
+    max abs difference of each kind of request (text to image, image to image, inpainting)."""
+    from triton_models.diffusion.pipeline import ImageRequest, Settings
     from triton_models.diffusion.schedulers import UnsupportedSchedulerError
 
     try:
@@ -350,28 +375,92 @@ def check_parity(pipe, staging: Path, name: str, settings: dict) -> float:
 
     width, height = Settings.parse_sizes(settings["sizes"])[0]
     steps = min(int(settings["default_steps"]), 3 if settings["random_weights"] == "false" else 10)
+    size = {"height": height, "width": width, "steps": steps}
+    # An edit runs int(steps * strength) steps: at least one, also for sd-turbo's single step.
+    edits = {**size, "image": parity_picture(height, width), "steps": max(steps, 2)}
+    mask = parity_mask(height, width)
+    img2img, inpaint = PARITY_STRENGTHS
     cases = [
-        ImageRequest(PARITY_PROMPTS[0], seed=1, negative_prompt="blurry", n=2, height=height, width=width,
-                     steps=steps, guidance_scale=7.5),
-        ImageRequest(PARITY_PROMPTS[1], seed=2, n=1, height=height, width=width, steps=steps, guidance_scale=1.0),
+        ImageRequest(PARITY_PROMPTS[0], seed=1, negative_prompt="blurry", n=2, guidance_scale=7.5, **size),
+        ImageRequest(PARITY_PROMPTS[1], seed=2, n=1, guidance_scale=1.0, **size),
+        ImageRequest(PARITY_PROMPTS[0], seed=3, n=2, guidance_scale=7.5, strength=img2img, **edits),
+        ImageRequest("", seed=4, n=1, guidance_scale=7.5, strength=1.0, **edits),  # a variation
+        ImageRequest(PARITY_PROMPTS[1], seed=5, n=2, negative_prompt="blurry", guidance_scale=7.5, mask=mask,
+                     strength=inpaint, **edits),
+        ImageRequest(PARITY_PROMPTS[0], seed=6, n=1, guidance_scale=1.0, mask=mask, strength=1.0, **edits),
     ]
-    worst = 0.0
+    worst: dict[str, float] = {}
     for request in cases:
-        latents = initial_latents(request.seed, *ours.latent_shape(request))
-        got = ours.generate(request, latents=latents)
-        with torch.no_grad():
-            want = pipe(request.prompt, negative_prompt=request.negative_prompt or None, height=height, width=width,
-                        num_inference_steps=request.steps, guidance_scale=request.guidance_scale,
-                        num_images_per_prompt=request.n, latents=torch.from_numpy(latents), output_type="np").images
-        if got.shape != want.shape:
-            raise ExportError(f"parity: image shape {got.shape} != diffusers {want.shape}")
-        diff = float(np.abs(got - want).max())
-        worst = max(worst, diff)
-        log.info("parity %dx%d n=%d steps=%d guidance=%.1f: max abs diff %.2e", width, height, request.n,
-                 request.steps, request.guidance_scale, diff)
+        kind = "inpainting" if request.inpainting else "image_to_image" if request.image is not None else \
+            "text_to_image"
+        diff = _parity_case(pipe, ours, request)
+        worst[kind] = max(worst.get(kind, 0.0), diff)
+        log.info("parity %s %dx%d n=%d steps=%d guidance=%.1f strength=%s: max abs diff %.2e", kind, width, height,
+                 request.n, request.steps, request.guidance_scale,
+                 request.strength if request.image is not None else "-", diff)
         if not diff <= PARITY_TOLERANCE:
-            raise ExportError(f"parity: ONNX pipeline differs from diffusers by {diff:.2e} (> {PARITY_TOLERANCE})")
+            raise ExportError(f"parity: ONNX pipeline differs from diffusers by {diff:.2e} (> {PARITY_TOLERANCE}) "
+                              f"on {kind.replace('_', ' ')}")
     return worst
+
+
+def parity_picture(height: int, width: int) -> np.ndarray:
+    """A fixed uint8 [H, W, 3] picture with gradients and edges (what an edit starts from in the checks)."""
+    y, x = np.mgrid[0:height, 0:width]
+    checks = ((x // 8 + y // 8) % 2) * 255
+    return np.stack([x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1), checks], axis=-1).astype(np.uint8)
+
+
+def parity_mask(height: int, width: int) -> np.ndarray:
+    """A uint8 [H, W] mask (255: redraw) whose edges fall inside latent cells, so nearest-neighbour matters."""
+    mask = np.zeros((height, width), dtype=np.uint8)
+    mask[height // 4 + 3 : 3 * height // 4 - 2, width // 8 + 5 : width // 2 + 1] = 255
+    return mask
+
+
+def _parity_case(pipe, ours, request) -> float:
+    """Max abs difference on [0, 1] pixels between our pipeline and diffusers' for one request, on the same
+    random draws: torch's, in the order diffusers makes them (the image's posterior sample, then the noise)."""
+    import torch
+    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
+    from PIL import Image
+
+    n, channels, h, w = ours.latent_shape(request)
+    generator = torch.Generator().manual_seed(request.seed)
+    posterior = torch.randn((1, channels, h, w), generator=generator) if request.image is not None else None
+    noise = torch.randn((n, channels, h, w), generator=generator)
+    got = ours.generate(request, latents=noise.numpy(),
+                        posterior_noise=None if posterior is None else posterior.numpy())
+    common = {"negative_prompt": request.negative_prompt or None, "num_inference_steps": request.steps,
+              "guidance_scale": request.guidance_scale, "num_images_per_prompt": n, "output_type": "np"}
+    with torch.no_grad():
+        if request.image is None:
+            want = pipe(request.prompt, height=request.height, width=request.width, latents=noise, **common).images
+        elif not request.inpainting:
+            img2img = StableDiffusionImg2ImgPipeline.from_pipe(pipe)
+            want = img2img(request.prompt, image=Image.fromarray(request.image), strength=request.strength,
+                           generator=torch.Generator().manual_seed(request.seed), **common).images
+        else:
+            inpaint = StableDiffusionInpaintPipeline.from_pipe(pipe)
+            init, mask = Image.fromarray(request.image), Image.fromarray(request.mask)
+            want = inpaint(request.prompt, image=init, mask_image=mask, height=request.height, width=request.width,
+                           strength=request.strength, generator=torch.Generator().manual_seed(request.seed),
+                           **common).images
+            _check_overlay(inpaint, request, got, want, init, mask)
+    if got.shape != want.shape:
+        raise ExportError(f"parity: image shape {got.shape} != diffusers {want.shape}")
+    return float(np.abs(got - want).max())
+
+
+def _check_overlay(inpaint, request, got: np.ndarray, want: np.ndarray, init, mask) -> None:
+    """Our kept pixels (`to_output`) against diffusers' `apply_overlay` of its own output: one rounding apart."""
+    from triton_models.diffusion.pipeline import to_output
+
+    ours = to_output(got, request).astype(int)
+    theirs = np.stack([np.asarray(inpaint.image_processor.apply_overlay(mask, init, image))
+                       for image in inpaint.image_processor.numpy_to_pil(want)]).astype(int)
+    if ours.shape != theirs.shape or np.abs(ours - theirs).max() > 1:
+        raise ExportError("parity: the inpainted images' kept pixels differ from diffusers' apply_overlay")
 
 
 # -- Triton configs ---------------------------------------------------------------------------------------
@@ -394,6 +483,10 @@ def write_configs(repository: Path, name: str, settings: dict, args, hidden_size
     latent = {**network, "parameters": parameters(
         **threads, trt_min_extent=min(extents), trt_opt_extent=max(default_w, default_h) // factor,
         trt_max_extent=max(extents))}
+    # The VAE encoder's dynamic dims are pixels: the same bounds, not divided by the VAE's factor.
+    pixel = {**network, "parameters": parameters(
+        **threads, trt_min_extent=min(extents) * factor, trt_opt_extent=max(default_w, default_h),
+        trt_max_extent=max(extents) * factor)}
 
     def tensor(n, dtype, dims, **extra):
         return {"name": n, "data_type": dtype, "dims": dims, **extra}
@@ -414,6 +507,11 @@ def write_configs(repository: Path, name: str, settings: dict, args, hidden_size
         "input": [tensor("latent_sample", "TYPE_FP32", [channels, -1, -1])],
         "output": [tensor("image", "TYPE_FP32", [-1, -1, 3])],
     })
+    write_config(repository / names["vae_encoder"], {
+        "name": names["vae_encoder"], **pixel,
+        "input": [tensor("image", "TYPE_FP32", [-1, -1, 3])],
+        "output": [tensor("latent_mean_std", "TYPE_FP32", [2 * channels, -1, -1])],
+    })
     optional = {"optional": True}
     write_config(repository / name, {
         "name": name, "backend": "python", "max_batch_size": 0,
@@ -428,6 +526,10 @@ def write_configs(repository: Path, name: str, settings: dict, args, hidden_size
             tensor("width", "TYPE_INT32", [1], **optional),
             tensor("steps", "TYPE_INT32", [1], **optional),
             tensor("guidance_scale", "TYPE_FP32", [1], **optional),
+            # Edits (contract.SUPPORTS_EDITS): the picture at the output size, where to redraw, how much.
+            tensor("image", "TYPE_UINT8", [-1, -1, 3], **optional),
+            tensor("mask", "TYPE_UINT8", [-1, -1], **optional),
+            tensor("strength", "TYPE_FP64", [1], **optional),
         ],
         "output": [tensor("images", "TYPE_UINT8", [-1, -1, -1, 3])],
         "instance_group": [{"count": args.instances, "kind": "KIND_CPU"}],

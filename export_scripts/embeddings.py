@@ -30,6 +30,7 @@ DEFAULT_NAME = "all-minilm-l6-v2"
 # Optional INT32 [1] input of the tokenizer and the ensemble: keep each text's last k tokens (vLLM's name and
 # side); frontend.services.embeddings sends it and checks `truncation_side` before it does.
 TRUNCATE_INPUT = "truncate_prompt_tokens"
+TOKEN_INPUTS = ("input_ids", "attention_mask")  # the encoder's inputs, from the tokenizer model's outputs
 MIN_COSINE = 0.9999
 PARITY_SENTENCES = [
     "hello",
@@ -125,15 +126,16 @@ def encoder_module(st):
     return Encoder().eval()
 
 
-def export_onnx(module, path: Path, opset: int) -> None:
+def export_onnx(module, path: Path, opset: int, inputs: tuple[str, ...] = TOKEN_INPUTS,
+                output: str = "embedding") -> None:
+    """`module(*inputs)` (int64 [batch, sequence] each) -> `output` [batch, ...] as ONNX, both axes dynamic."""
     import torch  # noqa: PLC0415
 
-    example = (torch.ones(2, 8, dtype=torch.int64), torch.ones(2, 8, dtype=torch.int64))
-    dynamic = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-               "embedding": {0: "batch"}}
+    example = tuple(torch.ones(2, 8, dtype=torch.int64) for _ in inputs)  # dims >= 2, or they may be fixed
+    dynamic = {**{name: {0: "batch", 1: "sequence"} for name in inputs}, output: {0: "batch"}}
     with torch.no_grad():
-        torch.onnx.export(module, example, str(path), input_names=["input_ids", "attention_mask"],
-                          output_names=["embedding"], dynamic_axes=dynamic, opset_version=opset, dynamo=False)
+        torch.onnx.export(module, example, str(path), input_names=list(inputs), output_names=[output],
+                          dynamic_axes=dynamic, opset_version=opset, dynamo=False)
 
 
 def check_parity(st, tokenizer_dir: Path, onnx_path: Path, max_length: int) -> float:
@@ -159,13 +161,7 @@ def export(model: str, name: str, dirs: dict[str, Path], args: argparse.Namespac
     encoder_version = dirs["encoder"] / "1"
     for version_dir in (tokenizer_version, encoder_version, dirs["ensemble"] / "1"):  # ensembles need one too
         version_dir.mkdir(parents=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        st.tokenizer.save_pretrained(tmp)
-        for file in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-            if (Path(tmp) / file).exists():
-                shutil.copy2(Path(tmp) / file, tokenizer_version / file)
-    if not (tokenizer_version / "tokenizer.json").exists():
-        raise ExportError(f"{model} has no fast tokenizer (tokenizer.json); it cannot be served")
+    write_tokenizer(st.tokenizer, tokenizer_version, model)
     log.info("exporting %s encoder to ONNX", model)
     export_onnx(encoder_module(st), encoder_version / "model.onnx", args.opset)
     cosine = check_parity(st, tokenizer_version, encoder_version / "model.onnx", max_length)
@@ -180,6 +176,17 @@ def export(model: str, name: str, dirs: dict[str, Path], args: argparse.Namespac
             "parity_cosine": cosine}
 
 
+def write_tokenizer(tokenizer, version_dir: Path, model: str) -> None:
+    """The files triton_models.tokenizer reads; a model without a fast tokenizer cannot be served."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        for file in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            if (Path(tmp) / file).exists():
+                shutil.copy2(Path(tmp) / file, version_dir / file)
+    if not (version_dir / "tokenizer.json").exists():
+        raise ExportError(f"{model} has no fast tokenizer (tokenizer.json); it cannot be served")
+
+
 def encoder_rows(st) -> int:
     """Rows of the transformer's token embedding table."""
     return list(st)[0].auto_model.get_input_embeddings().num_embeddings
@@ -189,28 +196,28 @@ def truncate_input() -> dict:
     return {"name": TRUNCATE_INPUT, "data_type": "TYPE_INT32", "dims": [1], "optional": True}
 
 
-def tokenizer_config(name: str, max_length: int) -> dict:
+def tokenizer_config(name: str, max_length: int, pairs: bool = False) -> dict:
+    """triton_models.tokenizer's config: one text per row, or with `pairs` (cross-encoders) a text pair per row."""
+    text = [{"name": "text_input", "data_type": "TYPE_STRING", "dims": [-1]}]
+    ids = [{"name": tensor, "data_type": "TYPE_INT64", "dims": [-1, -1]}
+           for tensor in ("input_ids", "attention_mask", *(("token_type_ids",) if pairs else ()))]
     return {
         "name": name, "backend": "python", "max_batch_size": 0,
-        "input": [{"name": "text_input", "data_type": "TYPE_STRING", "dims": [-1]}, truncate_input()],
-        "output": [
-            {"name": "input_ids", "data_type": "TYPE_INT64", "dims": [-1, -1]},
-            {"name": "attention_mask", "data_type": "TYPE_INT64", "dims": [-1, -1]},
-            {"name": "num_input_tokens", "data_type": "TYPE_INT32", "dims": [-1]},
-        ],
+        "input": text + ([{"name": "text_pair", "data_type": "TYPE_STRING", "dims": [-1]}] if pairs
+                         else [truncate_input()]),
+        "output": ids + [{"name": "num_input_tokens", "data_type": "TYPE_INT32", "dims": [-1]}],
         "instance_group": [{"kind": "KIND_CPU", "count": 1}],
         "parameters": parameters(max_input_tokens=max_length),
     }
 
 
-def encoder_config(name: str, dim: int, max_batch: int, threads: int) -> dict:
+def encoder_config(name: str, dim: int, max_batch: int, threads: int, inputs: tuple[str, ...] = TOKEN_INPUTS,
+                   output: str = "embedding") -> dict:
+    """An ONNX encoder of token ids: `inputs` (int64 [-1] per row) -> `output` (fp32 [dim] per row)."""
     return {
         "name": name, "backend": "onnxruntime", "max_batch_size": max_batch,
-        "input": [
-            {"name": "input_ids", "data_type": "TYPE_INT64", "dims": [-1]},
-            {"name": "attention_mask", "data_type": "TYPE_INT64", "dims": [-1]},
-        ],
-        "output": [{"name": "embedding", "data_type": "TYPE_FP32", "dims": [dim]}],
+        "input": [{"name": i, "data_type": "TYPE_INT64", "dims": [-1]} for i in inputs],
+        "output": [{"name": output, "data_type": "TYPE_FP32", "dims": [dim]}],
         "instance_group": [{"kind": "KIND_CPU", "count": 1}],
         "dynamic_batching": {"max_queue_delay_microseconds": 500},
         "response_cache": {"enable": True},
@@ -240,6 +247,6 @@ def ensemble_config(name: str, dirs: dict[str, Path], dim: int, max_length: int,
         "parameters": parameters(
             openai_task="embeddings", embedding_dim=dim, max_input_tokens=max_length,
             max_inputs_per_request=max_batch, token_input_model=dirs["encoder"].name, vocab_size=vocab_size,
-            truncation_side="left",
+            truncation_side="left", tokenizer_model=dirs["tokenizer"].name,  # /tokenize, /detokenize
         ),
     }

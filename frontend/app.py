@@ -8,24 +8,31 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 
-from frontend import openapi
+from frontend import cors, openapi
 from frontend.admission import admitted, named_key_admission
 from frontend.auth import ADMIN, INFERENCE, METRICS, KeyStore, Limits
 from frontend.cache import CacheHit, CacheRecorder, ReplayedResponse, ResponseCache
 from frontend.errors import install_handlers
 from frontend.images_fetch import ImageFetcher
+from frontend.images_upload import UploadLimits
 from frontend.metering import Metering
 from frontend.metrics import Metrics
 from frontend.middleware import BodySizeLimit, ContextLayer
 from frontend.ratelimit import RateLimiter
 from frontend.registry import ModelRegistry
-from frontend.routers import admin, chat, completions, embeddings, health, images, metrics, models
+from frontend.response_store import ResponseStore
+from frontend.routers import admin, chat, completions, embeddings, health, images, metrics, models, responses
+from frontend.routers import rerank
+from frontend.routers import tokenize
 from frontend.services.admin import AdminService
 from frontend.services.chat import ChatService
 from frontend.services.completions import CompletionService
 from frontend.services.embeddings import EmbeddingService
+from frontend.services.rerank import RerankService
 from frontend.services.images import ImageLinks, ImageService
 from frontend.services.models import ModelService
+from frontend.services.responses import ResponsesService
+from frontend.services.tokenize import TokenizeService
 from frontend.settings import Settings
 from frontend.triton import Backend, TritonBackend
 
@@ -41,6 +48,8 @@ class Services:
     registry: ModelRegistry
     models: ModelService
     embeddings: EmbeddingService
+    tokenize: TokenizeService  # /tokenize, /detokenize
+    rerank: RerankService  # /v1/rerank and /v1/score, over cross-encoders or embeddings models
     images: ImageService
     keys: KeyStore  # frontend/auth.py
     limiter: RateLimiter  # frontend/ratelimit.py
@@ -49,6 +58,7 @@ class Services:
     admin: AdminService
     chat: ChatService
     completions: CompletionService
+    responses: ResponsesService  # the Responses API, over chat
 
     @classmethod
     def build(cls, settings: Settings, backend: Backend) -> "Services":
@@ -71,16 +81,21 @@ class Services:
             if cache is not None:
                 cache.clear(model)
 
+        embedding_service = EmbeddingService(backend, registry, settings.embeddings_max_inputs)
+        chat = ChatService(backend, registry, ImageFetcher.from_settings(settings), shared_prefix)
+        store = ResponseStore(settings.redis_url, settings.responses_ttl_s, settings.responses_store_max_bytes)
         return cls(
             settings=settings, backend=backend, registry=registry, keys=keys, limiter=limiter, cache=cache,
             metrics=metrics, admin=AdminService(backend, registry, metrics, forget, settings.admin_wait_s),
             models=ModelService(backend, registry, settings.required_models),
-            embeddings=EmbeddingService(backend, registry, settings.embeddings_max_inputs),
+            tokenize=TokenizeService(backend, registry),
+            embeddings=embedding_service,
+            rerank=RerankService(backend, registry, embedding_service, settings.rerank_max_documents),
             images=ImageService(backend, registry, ImageLinks(settings.images_url_secret.get_secret_value().encode(),
                                                               settings.images_url_ttl_s),
                                 named_key_admission(keys, limiter, metrics), settings.public_url,
-                                settings.images_file_cache_bytes),
-            chat=ChatService(backend, registry, ImageFetcher.from_settings(settings), shared_prefix),
+                                settings.images_file_cache_bytes, UploadLimits.from_settings(settings)),
+            chat=chat, responses=ResponsesService(chat, store),
             completions=CompletionService(backend, registry, shared_prefix, settings.completions_max_prompts),
         )
 
@@ -101,6 +116,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
             yield
         finally:
             await app.state.services.limiter.close()
+            await app.state.services.responses.store.close()
             if app.state.services.chat.images is not None:
                 app.state.services.chat.images.close()  # its decode threads
             if owned:
@@ -114,15 +130,16 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     async def _replay(request: Request, hit: CacheHit):
         return ReplayedResponse(hit.response)
 
-    # Outermost last: ContextLayer -> Metering -> BodySizeLimit -> CacheRecorder -> routers, whose
-    # dependencies authenticate, admit and look up the cache (frontend/admission.py).
+    # Outermost last: CORS (when configured) -> ContextLayer -> Metering -> BodySizeLimit -> CacheRecorder ->
+    # routers, whose dependencies authenticate, admit and look up the cache (frontend/admission.py).
     app.add_middleware(CacheRecorder)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Metering)
     app.add_middleware(ContextLayer)
+    cors.install(app, settings.cors_origins)  # outermost: preflights need no key, every answer gets its headers
     app.include_router(health.router)  # open: probes
     app.include_router(images.files_router)  # open: a signed URL is its own credential (and names its key)
-    for module in (models, embeddings, images, chat, completions):
+    for module in (models, embeddings, tokenize, rerank, images, chat, completions, responses):
         app.include_router(module.router, dependencies=[admitted(INFERENCE)])
     app.include_router(admin.router, dependencies=[admitted(ADMIN)])
     app.include_router(metrics.router, dependencies=[admitted(METRICS)])

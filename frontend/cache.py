@@ -50,6 +50,8 @@ def _fetches_images(body: dict) -> bool:
 # Which requests may be answered from the cache: path -> "is this request deterministic?"
 POLICIES: dict[str, Callable[[dict], bool]] = {
     "/v1/embeddings": lambda body: True,
+    # Rerank and score, vLLM's aliases included (frontend/routers/rerank.py): deterministic, as embeddings.
+    **dict.fromkeys(("/v1/rerank", "/rerank", "/v2/rerank", "/v1/score", "/score"), lambda body: True),
     "/v1/chat/completions": lambda body: _sampling_is_deterministic(body) and not _fetches_images(body),
     "/v1/completions": _sampling_is_deterministic,
     # b64_json only: a `url` answer names the host it was asked through and expires, so it is never replayed.

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from frontend.protocol.common import FieldError, unicode_problem
 from triton_models import contract
@@ -64,6 +65,19 @@ class NotFound(APIError):
 
 class ModelNotFound(NotFound):
     code = "model_not_found"
+
+
+class UnknownURL(NotFound):
+    """No endpoint at this path (OpenAI's code)."""
+
+    code = "unknown_url"
+
+
+class MethodNotAllowed(InvalidRequest):
+    """The path is an endpoint, but not for this method (the response keeps Starlette's `Allow` header)."""
+
+    status = 405
+    code = "method_not_allowed"
 
 
 class Gone(APIError):
@@ -180,7 +194,7 @@ def _member(loc) -> tuple[str, str] | None:
     return _path(loc[:at]) or "", re.sub(r"constrained-(\w+)", r"\1", loc[at])
 
 
-def _validation_error(exc: RequestValidationError) -> InvalidRequest:
+def validation_error(exc: RequestValidationError) -> InvalidRequest:
     """The one error a person needs, naming the field (OpenAI reports one error per request, too)."""
     errors = exc.errors()
     if not errors:
@@ -224,6 +238,37 @@ def error_response(error: APIError, headers: dict | None = None) -> JSONResponse
     return JSONResponse(error.envelope(), status_code=error.status, headers=headers)
 
 
+SHOWN_PATH_CHARS = 200  # of an unknown path, echoed back (a path can be as long as the server accepts)
+
+
+def routing_error(request: Request, exc: StarletteHTTPException) -> APIError | None:
+    """OpenAI's answer to a URL with no endpoint (404 `unknown_url`, in its words), a 405 naming the methods
+    for a wrong method on an endpoint; None for other HTTP errors. No query string is echoed (it may hold a
+    key), and only public API paths are ever suggested."""
+    path = request.url.path
+    target = f"{request.method} {path[:SHOWN_PATH_CHARS]}{'...' if len(path) > SHOWN_PATH_CHARS else ''}"
+    if exc.status_code == 404 and "route" not in request.scope:  # the router matched nothing
+        return UnknownURL(f"Unknown request URL: {target}. {_did_you_mean(request)}Please check the URL for typos, "
+                          "or see the API reference at /docs (GET /v1/models lists the models).")
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        return MethodNotAllowed(f"Method not allowed: {target}. This URL takes {allowed}.")
+    return None
+
+
+def _did_you_mean(request: Request) -> str:
+    """The path with `/v1` added or removed, when that is an endpoint for this method: a base URL with or
+    without `/v1` is the usual mistake. Admin paths are never suggested."""
+    path = request.url.path
+    candidate = path.removeprefix("/v1") if path.startswith("/v1/") else f"/v1{path}"
+    if candidate.startswith("/admin"):
+        return ""
+    scope = {**request.scope, "path": candidate}
+    if any(route.matches(scope)[0] == Match.FULL for route in request.app.routes):
+        return f"Did you mean {request.method} {candidate}? "
+    return ""
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
@@ -231,13 +276,14 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        return error_response(_validation_error(exc))
+        return error_response(validation_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        error_class = NotFound if exc.status_code == 404 else InvalidRequest
-        error = error_class(str(exc.detail))
-        error.status = exc.status_code
+        error = routing_error(request, exc)
+        if error is None:
+            error = (NotFound if exc.status_code == 404 else InvalidRequest)(str(exc.detail))
+            error.status = exc.status_code
         return error_response(error, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

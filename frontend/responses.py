@@ -35,13 +35,20 @@ async def event_stream(events: AsyncIterator[dict]) -> AsyncIterator[bytes]:
     yield b"data: [DONE]\n\n"
 
 
-class EventStreamResponse(StreamingResponse):
-    """`text/event-stream` of `event_stream(events)`. The events are closed however the response ends, so a
-    client that disconnects closes the Triton stream behind them at once (not when garbage is collected)."""
+async def named_event_stream(events: AsyncIterator[dict]) -> AsyncIterator[bytes]:
+    """Server-sent events as the Responses API frames them: `event: <type>` and `data: {json}` per event, no
+    `[DONE]` (the events themselves say how the stream ended, errors included)."""
+    async for event in events:
+        yield b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
-    def __init__(self, events: AsyncIterator[dict]):
+
+class EventStreamResponse(StreamingResponse):
+    """`text/event-stream` of `frame(events)`. The events are closed however the response ends, so a client
+    that disconnects closes the Triton stream behind them at once (not when garbage is collected)."""
+
+    def __init__(self, events: AsyncIterator[dict], frame=event_stream):
         self._events = events
-        super().__init__(event_stream(events), media_type="text/event-stream",
+        super().__init__(frame(events), media_type="text/event-stream",
                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     async def __call__(self, scope, receive, send) -> None:

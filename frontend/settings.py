@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from frontend.cors import check_origins
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODELGATE_", env_file=".env", extra="ignore")
@@ -15,6 +17,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+    # Browsers (frontend/cors.py): origins whose web pages may call the API, as browsers send them
+    # (`https://app.example.com`, `http://localhost:5173`), comma-separated; `*` alone: any origin. Credentials
+    # (cookies) are never allowed: the API takes keys. Empty: no CORS headers, pages elsewhere cannot read answers.
+    cors_origins: Annotated[list[str], NoDecode] = Field([], description="origins allowed to call the API from a "
+                                                         "browser (CORS), comma-separated; `*`: any; empty: none")
 
     # Triton. `dns:///triton-headless:8001` spreads calls over every replica behind a headless Service.
     triton_grpc_url: str = "localhost:8001"
@@ -31,6 +38,8 @@ class Settings(BaseSettings):
     # Request limits.
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
     embeddings_max_inputs: int = Field(2048, gt=0, description="inputs per /v1/embeddings request (OpenAI: 2048)")
+    rerank_max_documents: int = Field(1000, gt=0, description="documents per /v1/rerank request, text_2 items per "
+                                      "/v1/score request (Cohere: 1000)")
     completions_max_prompts: int = Field(32, gt=0, description="prompts per /v1/completions request (each one a "
                                          "generation, counted as a request by the rate limits)")
 
@@ -65,6 +74,11 @@ class Settings(BaseSettings):
                                            "empty: in memory")
     metrics_public: bool = Field(True, description="/metrics without a key; false: a key with the metrics "
                                                    "or admin scope")
+    # Responses API (`store: true`): kept where the rate limits are (Redis when redis_url is set), per API key.
+    responses_ttl_s: float = Field(30 * 86400.0, gt=0, description="how long a stored response is kept (OpenAI: "
+                                   "30 days)")
+    responses_store_max_bytes: int = Field(64 * 1024 * 1024, ge=0, description="in-memory store size (LRU "
+                                           "beyond it); Redis is bounded by its own maxmemory")
     cache_enabled: bool = True
     cache_max_bytes: int = Field(64 * 1024 * 1024, ge=0, description="response cache size (LRU beyond it)")
     cache_ttl_s: float = Field(600.0, gt=0, description="how long a cached response is reused")
@@ -74,9 +88,14 @@ class Settings(BaseSettings):
     prefix_cache_scope: Literal["key", "global"] = "key"
     admin_wait_s: float = Field(120.0, gt=0, description="how long load/unload wait for the model's new state")
 
-    @field_validator("required_models", "image_url_allowlist", mode="before")
+    @field_validator("required_models", "image_url_allowlist", "cors_origins", mode="before")
     @classmethod
     def _split(cls, value):
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        return check_origins(value)

@@ -6,6 +6,8 @@
 - The chat engine's request limits (n, logprobs, stop sequences), enforced by the frontend before the call.
 - The chat engine's `cache_salt` sampling parameter, which scopes its prefix cache.
 - The image formats a chat image may come in.
+- The tokenizer entry points (/tokenize, /detokenize) every text model answers with its own tokenizer.
+- How a model of each task scores text pairs (/v1/rerank, /v1/score).
 - Which config `parameters` an operator may change when (re)loading a model, per model kind.
 
 The frontend's admin API checks a load's config override against this list (`POST /admin/models/load`);
@@ -93,6 +95,30 @@ STRUCTURED_PARAM = "param"  # optional: the request field the constraint came fr
 # JSON whitespace the grammars allow between tokens (llguidance's default is unbounded: a small model can pad
 # forever): one optional newline and up to 8 spaces, so compact and indented JSON both parse.
 JSON_WHITESPACE = r"\n? {0,8}"
+
+
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")  # name -> schema
+_VALUES = ("enum", "const", "default", "examples")  # data, not schemas
+
+
+def closed_objects(schema):
+    """The schema with `additionalProperties: false` on every object that declares `properties` and says
+    nothing of others (as vLLM's default grammars do): a plain pydantic model's schema leaves it out, and a small
+    model then invents keys until max_tokens. A free-form object (no `properties`) stays open."""
+    if isinstance(schema, list):
+        return [closed_objects(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: closed_objects(sub) for name, sub in value.items()}
+        else:
+            out[key] = value if key in _VALUES else closed_objects(value)
+    if isinstance(out.get("properties"), dict) and "additionalProperties" not in out \
+            and "unevaluatedProperties" not in out:
+        out["additionalProperties"] = False
+    return out
 LOGIT_BIAS = "logit_bias"  # {token id: bias in [-100, 100]}, at most MAX_LOGIT_BIAS entries (OpenAI's bounds)
 MAX_LOGIT_BIAS = 300
 MAX_N = 16  # choices per request
@@ -115,6 +141,41 @@ SALTED_KINDS = frozenset({CHAT, VISION_CHAT})
 # Chat images: what the frontend accepts and the LLaVA model decodes (Pillow format names). Nothing else is
 # ever opened: Pillow's other decoders (EPS runs Ghostscript) are attack surface no client needs.
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+
+# Image edits (/v1/images/edits, /variations; triton_models/diffusion): an images model whose config says
+# `supports_edits: "true"` takes `image` (UINT8 [H, W, 3]), `mask` (UINT8 [H, W], >= 128 where to redraw) and
+# `strength` (FP64, so that int(steps * strength) is what the client meant: the fraction of the schedule
+# redrawn, (0, 1]). Defaults: diffusers' img2img pipeline's; its inpainting pipeline's (the masked area drawn
+# anew); and for a variation, a redraw with no prompt to steer it, less: SD's schedule at 0.6 keeps 0.52 of the
+# image's latents under the noise (0.29 at 0.8), so composition and colours survive and the details change.
+SUPPORTS_EDITS = "supports_edits"
+EDIT_STRENGTH = 0.8
+INPAINT_STRENGTH = 1.0
+VARIATION_STRENGTH = 0.6
+
+
+def edit_steps(steps: int, strength: float) -> int:
+    """How many of a `steps`-step schedule an edit runs: the last int(steps * strength), as diffusers'
+    img2img `get_timesteps`; 0 is refused (the model's 400 names `strength`)."""
+    return min(int(steps * strength), steps)
+
+# Tokenizer entry points (/tokenize, /detokenize): answered by the model's own tokenizer, so a count is the
+# engine's count. A chat model answers them itself; an embeddings model through its tokenizer step (the
+# ensemble's TOKENIZER_MODEL parameter). Optional inputs beside the model's `text_input`, added to its config
+# at load (triton_models/tokenize.py), so no re-export is needed for them:
+TOKENIZE = "tokenize"  # BOOL [1]: answer TOKEN_IDS and TOKEN_STRS of the one `text_input`; nothing else runs
+ADD_SPECIAL_TOKENS = "add_special_tokens"  # BOOL [1], with TOKENIZE: force special tokens on/off (vLLM's field)
+DETOKENIZE = "detokenize"  # INT64 [-1]: answer DETOKENIZED, the text of these ids (`text_input` is ignored)
+TOKEN_IDS, TOKEN_STRS, DETOKENIZED = "token_ids", "token_strs", "text_output"
+TOKENIZER_MODEL = "tokenizer_model"
+
+# Scoring (/v1/rerank, /v1/score): how a served model scores (query, document) pairs, by the `openai_task` its
+# config declares. A cross-encoder ("rerank", export_scripts/rerank.py) reads each pair and its ensemble returns
+# `score`, the sigmoid of its one logit, in [0, 1]; any embeddings model scores by the cosine similarity of the
+# two texts' embeddings, in [-1, 1].
+RERANK_TASK = "rerank"
+CROSS_ENCODER, BI_ENCODER = "cross_encoder", "bi_encoder"
+SCORING: dict[str, str] = {RERANK_TASK: CROSS_ENCODER, "embeddings": BI_ENCODER}
 
 # Top-level config fields a load may override, per kind: an ensemble has no instances or batcher of its own.
 INSTANCE_FIELDS = frozenset({"instance_group", "dynamic_batching", "max_batch_size", "parameters"})
@@ -165,7 +226,7 @@ _CHAT = {
 }
 
 PARAMETERS: dict[str, dict[str, Parameter]] = {
-    ENSEMBLE: {"max_inputs_per_request": Parameter("int", 1)},  # frontend.services.embeddings: chunk size
+    ENSEMBLE: {"max_inputs_per_request": Parameter("int", 1)},  # frontend.services.embeddings, .rerank: chunk size
     ONNX: dict(_THREADS),
     CHAT: _CHAT,
     VISION_CHAT: {**_CHAT, "max_images": Parameter("int", 1)},  # triton_models.llava.model

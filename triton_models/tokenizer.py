@@ -1,4 +1,9 @@
-"""Text tokenisation inside Triton, so any Triton client can send raw text (first step of an ensemble)."""
+"""Text tokenisation inside Triton, so any Triton client can send raw text (first step of an ensemble).
+
+One text per row (embeddings), or with `text_pair` a (text, text_pair) pair per row (cross-encoders): the
+tokenizer's own pair template, `token_type_ids`, and each pair cut to the context longest-first as
+transformers' `truncation=True` does, instead of being refused.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from triton_models import tokenize
 from triton_models.contract import CONTEXT_LENGTH_EXCEEDED, INVALID_REQUEST, ModelError
 from triton_models.errors import error_response
 
@@ -18,6 +24,9 @@ INPUT = "text_input"
 TRUNCATE_INPUT = "truncate_prompt_tokens"  # optional INT32 [1]: keep each text's last k tokens (vLLM's side)
 INPUTS = (INPUT, TRUNCATE_INPUT)
 OUTPUTS = ("input_ids", "attention_mask", "num_input_tokens")
+PAIR_INPUT = "text_pair"  # STRING [-1]: the second text of each row's pair
+PAIR_INPUTS = (INPUT, PAIR_INPUT)
+PAIR_OUTPUTS = ("input_ids", "attention_mask", "token_type_ids", "num_input_tokens")
 
 
 class InputTooLong(ModelError, ValueError):
@@ -36,6 +45,7 @@ class Encoded:
     input_ids: np.ndarray  # int64 [n, longest], right-padded
     attention_mask: np.ndarray  # int64 [n, longest]
     lengths: np.ndarray  # int32 [n], tokens per input including special tokens
+    token_type_ids: np.ndarray  # int64 [n, longest]: 1 on a pair's second text, 0 elsewhere
 
 
 class TextTokenizer:
@@ -60,17 +70,31 @@ class TextTokenizer:
             encodings = self.tokenizer.encode_batch(texts)
         finally:
             self.tokenizer.no_truncation()
+        for index, encoding in enumerate(encodings):
+            if len(encoding.ids) > self.max_length:
+                raise InputTooLong(index, len(encoding.ids), self.max_length)
+        return self._padded(encodings)
+
+    def encode_pairs(self, texts: list[str], pairs: list[str]) -> Encoded:
+        """Token ids of each (text, pair) through the tokenizer's pair template, cut longest-first to the
+        context (transformers' `truncation=True`, what cross-encoders are trained and served with)."""
+        self.tokenizer.enable_truncation(self.max_length, strategy="longest_first")
+        try:
+            return self._padded(self.tokenizer.encode_batch(list(zip(texts, pairs))))
+        finally:
+            self.tokenizer.no_truncation()
+
+    def _padded(self, encodings) -> Encoded:
         lengths = np.array([len(e.ids) for e in encodings], dtype=np.int32)
-        for index, length in enumerate(lengths):
-            if length > self.max_length:
-                raise InputTooLong(index, int(length), self.max_length)
-        longest = int(lengths.max(initial=0))
-        input_ids = np.full((len(texts), longest), self.pad_id, dtype=np.int64)
-        attention_mask = np.zeros((len(texts), longest), dtype=np.int64)
+        shape = (len(encodings), int(lengths.max(initial=0)))
+        input_ids = np.full(shape, self.pad_id, dtype=np.int64)
+        attention_mask = np.zeros(shape, dtype=np.int64)
+        token_type_ids = np.zeros(shape, dtype=np.int64)
         for row, encoding in enumerate(encodings):
             input_ids[row, : len(encoding.ids)] = encoding.ids
             attention_mask[row, : len(encoding.ids)] = 1
-        return Encoded(input_ids, attention_mask, lengths)
+            token_type_ids[row, : len(encoding.ids)] = encoding.type_ids
+        return Encoded(input_ids, attention_mask, lengths, token_type_ids)
 
 
 def _text(value, index: int) -> str:
@@ -90,7 +114,12 @@ def _pad_id(folder: Path, tokenizer: Tokenizer) -> int:
 
 
 class TritonPythonModel:
-    """Triton model: `text_input` (STRING [-1]) -> `input_ids`, `attention_mask`, `num_input_tokens`."""
+    """Triton model: `text_input` (STRING [-1]) -> `input_ids`, `attention_mask`, `num_input_tokens`; with
+    `text_pair` (PAIR_INPUTS), pairs -> PAIR_OUTPUTS. It sends the outputs its config declares."""
+
+    @staticmethod
+    def auto_complete_config(auto_complete_model_config):
+        return tokenize.add_tensors(auto_complete_model_config)  # its embeddings model's /tokenize, /detokenize
 
     def initialize(self, args):
         import triton_python_backend_utils as pb_utils  # noqa: PLC0415 - only exists inside Triton
@@ -100,20 +129,51 @@ class TritonPythonModel:
         max_length = int(config["parameters"]["max_input_tokens"]["string_value"])
         folder = Path(args["model_repository"]) / args["model_version"]
         self.tokenizer = TextTokenizer(folder, max_length)
+        # The entry points' outputs (triton_models/tokenize.py) are answered apart.
+        self.outputs = [o["name"] for o in config["output"] if o["name"] in PAIR_OUTPUTS]
 
     def execute(self, requests):
         pb = self.pb
         responses = []
         for request in requests:
+            if tokenize.is_entry_request(pb, request):
+                responses.append(self._entry(request))
+                continue
             raw = pb.get_input_tensor_by_name(request, INPUT).as_numpy().reshape(-1)
             try:
                 texts = [_text(t, i) for i, t in enumerate(raw)]
-                truncate = pb.get_input_tensor_by_name(request, TRUNCATE_INPUT)
-                keep = int(truncate.as_numpy().reshape(-1)[0]) if truncate is not None else None
-                encoded = self.tokenizer.encode(texts, keep)
+                pair = pb.get_input_tensor_by_name(request, PAIR_INPUT)
+                if pair is not None:
+                    encoded = self.tokenizer.encode_pairs(texts, _pairs(pair.as_numpy().reshape(-1), len(texts)))
+                else:
+                    truncate = pb.get_input_tensor_by_name(request, TRUNCATE_INPUT)
+                    keep = int(truncate.as_numpy().reshape(-1)[0]) if truncate is not None else None
+                    encoded = self.tokenizer.encode(texts, keep)
             except ModelError as exc:
                 responses.append(error_response(exc))
                 continue
-            arrays = (encoded.input_ids, encoded.attention_mask, encoded.lengths)
-            responses.append(pb.InferenceResponse(output_tensors=[pb.Tensor(n, a) for n, a in zip(OUTPUTS, arrays)]))
+            arrays = {"input_ids": encoded.input_ids, "attention_mask": encoded.attention_mask,
+                      "token_type_ids": encoded.token_type_ids, "num_input_tokens": encoded.lengths}
+            responses.append(pb.InferenceResponse(output_tensors=[pb.Tensor(n, arrays[n]) for n in self.outputs]))
         return responses
+
+    def _entry(self, request):
+        """A /tokenize or /detokenize request: ids as the ensemble's step tokenizes a text (special tokens on
+        unless asked otherwise), or the text of ids."""
+        tokenizer = self.tokenizer.tokenizer
+
+        def encode(text: str, special: bool | None) -> list[int]:
+            return tokenizer.encode(text, add_special_tokens=special is not False).ids
+
+        try:
+            tensors = tokenize.answer(self.pb, request, tokenizer, encode)
+        except ModelError as exc:
+            return error_response(exc)
+        return self.pb.InferenceResponse(output_tensors=tensors)
+
+
+def _pairs(raw, count: int) -> list[str]:
+    if len(raw) != count:
+        raise ModelError(INVALID_REQUEST, f"{PAIR_INPUT} has {len(raw)} texts, {INPUT} has {count}: one pair per row",
+                         PAIR_INPUT)
+    return [_text(t, i) for i, t in enumerate(raw)]

@@ -3,10 +3,12 @@ yet)."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from frontend.errors import InvalidRequest
 from frontend.protocol.common import FieldError, Strict
 from frontend.protocol.generation import CompletionUsage, GenerationRequest
 from frontend.tools.base import ToolFormat
@@ -111,8 +113,10 @@ class ChatCompletionRequest(GenerationRequest):
             raise FieldError("tool_choice", "tool_choice requires tools")
         if isinstance(choice, NamedToolChoice) and choice.function.name not in {t.function.name for t in self.tools}:
             raise FieldError("tool_choice", f"tool_choice names `{choice.function.name}`, which is not in tools")
-        if self.calls_tools and (self.structured_outputs() is not None):
-            raise FieldError("tools", "tools cannot be combined with a JSON response_format or guided_*")
+        constraint = self.structured_outputs()
+        if self.calls_tools and constraint is not None and not ({"json", "json_object"} & constraint.keys()):
+            raise FieldError("tools", "tools can be combined with a JSON response_format, not with guided_regex, "
+                                      "guided_choice or guided_grammar")
         return self
 
     @property
@@ -133,12 +137,24 @@ class ChatCompletionRequest(GenerationRequest):
         return from_format or super().structured_outputs()
 
     def tool_constraint(self, call_format: ToolFormat) -> dict | None:
-        """The engine's constraint that keeps tool calls valid in the model's format (None: no tools called)."""
+        """The engine's constraint that keeps tool calls valid in the model's format (None: no tools called);
+        with a JSON response format, an answer that is not a call must be that JSON (as OpenAI allows)."""
         if not self.calls_tools:
             return None
         tools = [t.model_dump(exclude_none=True) for t in self.tools]
-        return {"grammar": call_format.grammar(tools, self.effective_tool_choice, self.parallel_tool_calls),
-                STRUCTURED_PARAM: "tools"}
+        answer = None
+        if (constraint := self.structured_outputs()) is not None:
+            schema = constraint.get("json", {"type": "object"})
+            try:
+                answer = json.loads(schema) if isinstance(schema, str) else schema
+            except ValueError as exc:
+                raise InvalidRequest(f"guided_json is not JSON: {exc}", param="guided_json") from exc
+        grammar = call_format.grammar(tools, self.effective_tool_choice, self.parallel_tool_calls, answer)
+        return {"grammar": grammar, STRUCTURED_PARAM: "tools"}
+
+    @property
+    def tool_names(self) -> frozenset[str]:
+        return frozenset(t.function.name for t in self.tools or ())
 
     @model_validator(mode="after")
     def _top_logprobs_needs_logprobs(self):

@@ -13,16 +13,27 @@ TokenId = Annotated[int, Field(ge=0)]
 EmbeddingInput = str | list[str] | list[TokenId] | list[list[TokenId]]
 
 
-class EmbeddingRequest(OpenAIRequest):
+class PromptTruncation(OpenAIRequest):
+    """Requests of text encoders, with vLLM's extension (the openai SDK sends it through `extra_body`): an input
+    longer than k tokens keeps its last k (vLLM truncates from the left); -1 means the model's context length.
+    None: such an input is an error, as with OpenAI."""
+
+    truncate_prompt_tokens: int | None = Field(None, ge=-1)
+
+    @field_validator("truncate_prompt_tokens")
+    @classmethod
+    def _not_zero(cls, value):
+        if value == 0:
+            raise ValueError("truncate_prompt_tokens must be -1 (the model's context length) or at least 1")
+        return value
+
+
+class EmbeddingRequest(PromptTruncation):
     model: str
     input: EmbeddingInput
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
     user: str | None = None
-    # vLLM's extension (the openai SDK sends it through `extra_body`): an input longer than k tokens keeps its
-    # last k (vLLM truncates from the left); -1 means the model's context length. None: such an input is an
-    # error, as with OpenAI.
-    truncate_prompt_tokens: int | None = Field(None, ge=-1)
 
     @field_validator("input")
     @classmethod
@@ -35,13 +46,6 @@ class EmbeddingRequest(OpenAIRequest):
             if item == "" or item == []:
                 raise FieldError("input", f"input {index} is empty: input must not contain empty strings or "
                                           "empty token lists")
-        return value
-
-    @field_validator("truncate_prompt_tokens")
-    @classmethod
-    def _not_zero(cls, value):
-        if value == 0:
-            raise ValueError("truncate_prompt_tokens must be -1 (the model's context length) or at least 1")
         return value
 
 

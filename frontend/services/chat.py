@@ -10,7 +10,7 @@ from frontend.context import RequestContext
 from frontend.errors import InvalidRequest
 from frontend.images_fetch import ImageFetcher
 from frontend.protocol.chat import ChatCompletionRequest, ChatMessage, ContentPart, ImageURL
-from frontend.registry import ModelRegistry
+from frontend.registry import ModelRegistry, ServedModel
 from frontend.services.generation import (
     TASKS_CHAT,
     Generation,
@@ -23,7 +23,7 @@ from frontend.services.generation import (
     sampling_parameters,
 )
 from frontend.services.images import cancel_on_disconnect
-from frontend.tools import StreamParser, ToolFormat, arguments_as_objects, template_renders_tools, tool_format
+from frontend.tools import StreamParser, arguments_as_objects, template_renders_tools, tool_format
 from frontend.triton import Backend
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,22 @@ def chat_logprobs(tokens: list[TokenLogprob]) -> dict:
                         for t in tokens], "refusal": None}
 
 
+def chat_prompt(model: ServedModel, messages: list[ChatMessage], tools: list[dict] | None = None,
+                add_generation_prompt: bool = True) -> tuple[str, list[tuple[str, ImageURL]] | None]:
+    """The prompt the engine gets for `messages` under the model's chat template (`tools`: those the model may
+    call), and the image_url parts in prompt order (None: the model takes no images). /tokenize renders with
+    it too, so its count is the engine's."""
+    parts = [] if model.parameters.get("supports_images") == "true" else None
+    rendered = template_messages(messages, parts)
+    if template_renders_tools(model.parameters.get("chat_template", "")):
+        return render_chat(model.parameters, arguments_as_objects(rendered), model=model.name, tools=tools,
+                           add_generation_prompt=add_generation_prompt), parts
+    if tools or any("tool_calls" in m or m["role"] == "tool" for m in rendered):  # the format's instructions
+        rendered = tool_format(model.parameters, model.name).generic_messages(rendered, tools or [])
+    return render_chat(model.parameters, rendered, model=model.name,
+                       add_generation_prompt=add_generation_prompt), parts
+
+
 class ChatService:
     def __init__(self, backend: Backend, registry: ModelRegistry, images: ImageFetcher | None = None,
                  shared_prefix_cache: bool = False):
@@ -135,17 +151,9 @@ class ChatService:
                      is_disconnected: Callable[[], Awaitable[bool]]) -> dict | AsyncIterator[dict]:
         """A `chat.completion` dict, or (stream=true) the `chat.completion.chunk` dicts, started already."""
         model = await self.registry.get(request.model, *TASKS_CHAT)
-        parts = [] if model.parameters.get("supports_images") == "true" else None
-        messages = template_messages(request.messages, parts)
         tools = [t.model_dump(exclude_none=True) for t in request.tools] if request.calls_tools else None
         call_format = tool_format(model.parameters, model.name)
-        if template_renders_tools(model.parameters.get("chat_template", "")):
-            prompt = render_chat(model.parameters, arguments_as_objects(messages), model=model.name,
-                                 tools=tools)
-        else:  # the format's generic instructions (frontend/tools)
-            if tools or any("tool_calls" in m or m["role"] == "tool" for m in messages):
-                messages = call_format.generic_messages(messages, tools or [])
-            prompt = render_chat(model.parameters, messages, model=model.name)
+        prompt, parts = chat_prompt(model, request.messages, tools)
         images = await self._load_images(model, parts or [])
         top = (request.top_logprobs or 0) if request.logprobs else None
         params = sampling_parameters(request, request.completion_limit, top,
@@ -160,8 +168,9 @@ class ChatService:
         head = {"id": response_id("chatcmpl"), "created": now(), "model": model.name, "system_fingerprint": None}
         if request.stream:
             await cancel_on_disconnect(generation.start(), is_disconnected)  # queued: may wait for a slot
-            return self._chunks(generation, head, request.n, request.include_usage,
-                                call_format if request.calls_tools else None)
+            parsers = [call_format.stream_parser(request.tool_names) for _ in range(request.n)] \
+                if request.calls_tools else None
+            return self._chunks(generation, head, request.n, request.include_usage, parsers)
         steps = await cancel_on_disconnect(generation.collect(), is_disconnected)
         tally = Tally()
         for step in steps:
@@ -170,7 +179,7 @@ class ChatService:
         for i, c in enumerate(assemble(steps, request.n)):
             message, finish = {"role": "assistant", "content": c.text, "refusal": None}, c.finish_reason
             if request.calls_tools:
-                message["content"], tool_calls = call_format.parse(c.text)
+                message["content"], tool_calls = call_format.parse(c.text, request.tool_names)
                 if tool_calls:
                     message["tool_calls"] = tool_calls
                     finish = "tool_calls" if finish == "stop" else finish
@@ -179,7 +188,7 @@ class ChatService:
         return {**head, "object": "chat.completion", "choices": choices, "usage": tally.usage()}
 
     async def _chunks(self, generation: Generation, head: dict, n: int, include_usage: bool,
-                      call_format: ToolFormat | None = None) -> AsyncIterator[dict]:
+                      parsers: list[StreamParser] | None = None) -> AsyncIterator[dict]:
         head = {**head, "object": "chat.completion.chunk"}
         extra = {"usage": None} if include_usage else {}
 
@@ -190,7 +199,6 @@ class ChatService:
         for i in range(n):
             yield chunk(i, {"role": "assistant", "content": "", "refusal": None})
         tally = Tally()
-        parsers = [call_format.stream_parser() for _ in range(n)] if call_format is not None else None
         async for step in generation.steps():
             tally.add(0, step)
             for i in range(n):

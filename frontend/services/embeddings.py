@@ -43,22 +43,13 @@ class EmbeddingService:
             inputs = [inputs]
         if len(inputs) > self.max_inputs:
             raise InvalidRequest(f"at most {self.max_inputs} inputs per request, got {len(inputs)}", param="input")
-        keep = _truncation(model, request.truncate_prompt_tokens, texts=isinstance(inputs[0], str))
-        if isinstance(inputs[0], str):
-            embed = functools.partial(self._embed_texts, keep=keep)
-        else:
-            inputs = _checked_tokens(model, inputs, keep)
-            embed = self._embed_tokens
-        chunk = model.int_param("max_inputs_per_request", 64)
-        batches = [inputs[i:i + chunk] for i in range(0, len(inputs), chunk)]
+        keep = truncation(model, request.truncate_prompt_tokens, texts=isinstance(inputs[0], str))
         try:
-            results = await asyncio.gather(*(embed(model, batch, request_id) for batch in batches))
+            vectors, prompt_tokens = await self.embed(model, inputs, request_id, keep)
         except ContextLengthExceeded as exc:
             if request.truncate_prompt_tokens is None:  # say how to get an answer anyway
                 exc.message += f"; set {TRUNCATE_INPUT} (-1: the context length) to keep each input's last tokens"
             raise
-        vectors = np.concatenate([r[0] for r in results])
-        prompt_tokens = int(sum(int(r[1].sum()) for r in results))
         ctx.usage.add_prompt(prompt_tokens)
         if request.dimensions is not None and request.dimensions != vectors.shape[1]:
             vectors = _truncate(vectors, request.dimensions)
@@ -69,6 +60,20 @@ class EmbeddingService:
             "model": model.name,
             "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
         }
+
+    async def embed(self, model: ServedModel, inputs: list, request_id: str,
+                    keep: int | None = None) -> tuple[np.ndarray, int]:
+        """The vectors of `inputs` (texts, or token id lists) and their tokens in all: calls of the model's
+        `max_inputs_per_request` inputs each, all at once (its encoder batches them); `keep` as `truncation`."""
+        if isinstance(inputs[0], str):
+            embed = functools.partial(self._embed_texts, keep=keep)
+        else:
+            inputs = _checked_tokens(model, inputs, keep)
+            embed = self._embed_tokens
+        chunk = model.int_param("max_inputs_per_request", 64)
+        results = await asyncio.gather(*(embed(model, inputs[i:i + chunk], request_id)
+                                         for i in range(0, len(inputs), chunk)))
+        return np.concatenate([r[0] for r in results]), int(sum(int(r[1].sum()) for r in results))
 
     async def _embed_texts(self, model: ServedModel, texts: list[str], request_id: str, keep: int | None = None):
         inputs = {TEXT_INPUT: np.array([t.encode() for t in texts], dtype=np.object_)}
@@ -98,7 +103,7 @@ class EmbeddingService:
         return outputs[EMBEDDING], lengths
 
 
-def _truncation(model: ServedModel, requested: int | None, texts: bool) -> int | None:
+def truncation(model: ServedModel, requested: int | None, texts: bool) -> int | None:
     """How many tokens each input keeps (vLLM's `truncate_prompt_tokens`; -1: the context length), or None."""
     if requested is None:
         return None

@@ -11,9 +11,13 @@ from frontend.triton import Backend
 _CONTEXT_KEYS = ("context_length", "max_input_tokens")
 
 
+def context_length(served: ServedModel) -> int | None:
+    """The model's `max_model_len`: tokens its prompt (and completion) may hold; None when it publishes none."""
+    return next((served.int_param(k) for k in _CONTEXT_KEYS if served.parameters.get(k)), None)
+
+
 def to_model(served: ServedModel) -> Model:
-    context = next((served.int_param(k) for k in _CONTEXT_KEYS if served.parameters.get(k)), None)
-    return Model(id=served.name, created=served.created, task=served.task, max_model_len=context)
+    return Model(id=served.name, created=served.created, task=served.task, max_model_len=context_length(served))
 
 
 class ModelService:

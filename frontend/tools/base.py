@@ -7,7 +7,7 @@ import json
 import uuid
 from abc import ABC, abstractmethod
 
-from triton_models.contract import JSON_WHITESPACE
+from triton_models.contract import JSON_WHITESPACE, closed_objects
 
 Event = tuple[str, object]  # ("content", str) or ("call", call dict)
 
@@ -17,9 +17,10 @@ def new_call(name: str, arguments) -> dict:
             "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)}}
 
 
-def call_from(value, arguments_keys: tuple[str, ...]) -> dict | None:
-    """A call from a decoded JSON value `{"name": ..., <arguments key>: {...}}`, or None when it is not one."""
-    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+def call_from(value, arguments_keys: tuple[str, ...], names: frozenset[str]) -> dict | None:
+    """A call from a decoded JSON value `{"name": ..., <arguments key>: {...}}` naming one of the functions
+    offered, or None when it is not one (a JSON answer may have a `name` too)."""
+    if not isinstance(value, dict) or value.get("name") not in names:
         return None
     arguments = next((value[k] for k in arguments_keys if k in value), {})
     return new_call(value["name"], arguments)
@@ -72,29 +73,32 @@ class ToolFormat(ABC):
         """The Lark grammar of `auto`: free text, or calls (`call` rule body, `more`: the repetition)."""
 
     @abstractmethod
-    def parse(self, text: str) -> tuple[str | None, list[dict]]:
-        """(content outside the calls or None, calls) of a whole answer; text that is no call stays content."""
+    def parse(self, text: str, names: frozenset[str]) -> tuple[str | None, list[dict]]:
+        """(content outside the calls or None, calls) of a whole answer; text that is no call of one of the
+        functions `names` stays content."""
 
     @abstractmethod
-    def stream_parser(self) -> StreamParser:
+    def stream_parser(self, names: frozenset[str]) -> StreamParser:
         """A parser of one streamed answer."""
 
-    def grammar(self, tools: list[dict], choice, parallel: bool) -> str | None:
+    def grammar(self, tools: list[dict], choice, parallel: bool, answer: dict | None = None) -> str | None:
         """The Lark grammar the engine enforces (None for `none`): `required` and a named function allow only
-        calls whose arguments validate against the function's parameters; `auto` allows free text or calls;
+        calls whose arguments validate against the function's parameters; `auto` allows free text or calls, or,
+        given an `answer` JSON schema (a JSON response format beside the tools), that JSON or calls;
         `parallel_tool_calls: false` allows one call."""
         if choice == "none":
             return None
         if isinstance(choice, dict):
             tools = [t for t in tools if t["function"]["name"] == choice["function"]["name"]]
-        schema = json.dumps({"anyOf": [self.call_schema(t["function"]) for t in tools],
-                             "x-guidance": {"whitespace_pattern": JSON_WHITESPACE}})
-        call = self.call_rule(schema)
-        more = f" ({json.dumps(self.separator)} call)*" if parallel else ""
-        if choice == "auto":
-            return self.auto_grammar(call, more)
-        return f"start: call{more}\ncall: {call}\n"
-
+        call = self.call_rule(_json({"anyOf": [self.call_schema(t["function"]) for t in tools]}))
+        # A named function is called exactly once (OpenAI: "call exactly one specific function"), whatever
+        # parallel_tool_calls says; `required` and `auto` allow several when parallel calls are on.
+        more = f" ({json.dumps(self.separator)} call)*" if parallel and not isinstance(choice, dict) else ""
+        if choice != "auto":
+            return f"start: call{more}\ncall: {call}\n"
+        if answer is not None:
+            return f"start: answer | call{more}\nanswer: %json {_json(answer)}\ncall: {call}\n"
+        return self.auto_grammar(call, more)
     def call_schema(self, function: dict) -> dict:
         parameters = function.get("parameters") or {"type": "object", "properties": {}}
         return {"type": "object", "properties": {"name": {"const": function["name"]}, self.arguments_key: parameters},
@@ -131,6 +135,11 @@ def arguments_as_objects(messages: list[dict]) -> list[dict]:
                 {**c, "function": {**c["function"], "arguments": arguments_of(c)}} for c in message["tool_calls"]]}
         out.append(message)
     return out
+
+
+def _json(schema: dict) -> str:
+    """A schema as `%json` text, with the engine's bounded whitespace between tokens."""
+    return json.dumps({**closed_objects(schema), "x-guidance": {"whitespace_pattern": JSON_WHITESPACE}})
 
 
 def template_renders_tools(template_source: str) -> bool:

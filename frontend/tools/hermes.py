@@ -18,9 +18,9 @@ INSTRUCTIONS = (
 )
 
 
-def _call(body: str) -> dict | None:
+def _call(body: str, names: frozenset[str]) -> dict | None:
     try:
-        return call_from(json.loads(body), ("arguments",))
+        return call_from(json.loads(body), ("arguments",), names)
     except ValueError:
         return None
 
@@ -47,10 +47,10 @@ class Hermes(ToolFormat):
         return (f'%llguidance {{}}\nstart: TEXT | trigger body{more}\ntrigger[lazy]: TEXT "{OPEN}"\n'
                 f'body: {body}\nTEXT: /(.|\\n)*/\n')
 
-    def parse(self, text: str) -> tuple[str | None, list[dict]]:
+    def parse(self, text: str, names: frozenset[str]) -> tuple[str | None, list[dict]]:
         calls, kept, last = [], [], 0
         for match in _BLOCK.finditer(text):
-            call = _call(match.group(1))
+            call = _call(match.group(1), names)
             if call is None:
                 continue
             kept.append(text[last:match.start()])
@@ -61,14 +61,15 @@ class Hermes(ToolFormat):
         kept.append(text[last:])
         return "".join(kept).strip() or None, calls
 
-    def stream_parser(self) -> HermesStream:
-        return HermesStream()
+    def stream_parser(self, names: frozenset[str]) -> HermesStream:
+        return HermesStream(names)
 
 
 class HermesStream(StreamParser):
     """Text that may open a block is held back until the block closes (a call) or cannot be one (text)."""
 
-    def __init__(self):
+    def __init__(self, names: frozenset[str]):
+        self.names = names
         self.buffer = ""
         self.calls = 0
 
@@ -92,7 +93,7 @@ class HermesStream(StreamParser):
             end = self.buffer.find(CLOSE)
             if end < 0:
                 break  # a block in progress
-            call = _call(self.buffer[len(OPEN):end].strip())
+            call = _call(self.buffer[len(OPEN):end].strip(), self.names)
             block, self.buffer = self.buffer[:end + len(CLOSE)], self.buffer[end + len(CLOSE):]
             if call is None:
                 out.append(("content", block))

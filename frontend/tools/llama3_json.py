@@ -20,7 +20,7 @@ INSTRUCTIONS = (
 )
 
 
-def _calls(body: str) -> tuple[list[dict], int]:
+def _calls(body: str, names: frozenset[str]) -> tuple[list[dict], int]:
     """The calls at the start of `body` and where they end; stops at the first thing that is no whole call."""
     calls, pos, end = [], 0, 0
     while True:
@@ -30,7 +30,7 @@ def _calls(body: str) -> tuple[list[dict], int]:
             value, after = _DECODER.raw_decode(body, pos)
         except ValueError:
             return calls, end
-        call = call_from(value, KEYS)
+        call = call_from(value, KEYS, names)
         if call is None:
             return calls, end
         calls.append(call)
@@ -61,23 +61,24 @@ class Llama3Json(ToolFormat):
         # A call is recognised by its first character: an answer that opens with `{` must be valid calls.
         return f"start: TEXT | call{more}\ncall: {call}\nTEXT: /[^{{](.|\\n)*/\n"
 
-    def parse(self, text: str) -> tuple[str | None, list[dict]]:
+    def parse(self, text: str, names: frozenset[str]) -> tuple[str | None, list[dict]]:
         body = _body(text)
-        calls, end = _calls(body) if body.startswith("{") else ([], 0)
+        calls, end = _calls(body, names) if body.startswith("{") else ([], 0)
         if not calls:
             return text, []
         # What follows the calls (only an answer cut by max_tokens has any) stays content, as when streamed.
         return body[end:].strip(" \t\n;") or None, calls
 
-    def stream_parser(self) -> Llama3Stream:
-        return Llama3Stream()
+    def stream_parser(self, names: frozenset[str]) -> Llama3Stream:
+        return Llama3Stream(names)
 
 
 class Llama3Stream(StreamParser):
     """Undecided until the first visible character: `{` starts calls (each sent when its object closes), anything
     else makes the whole answer text, sent as it comes."""
 
-    def __init__(self):
+    def __init__(self, names: frozenset[str]):
+        self.names = names
         self.buffer = ""
         self.calls = 0
         self.mode = ""  # "", "text" or "calls"
@@ -95,7 +96,7 @@ class Llama3Stream(StreamParser):
                 rest, self.buffer = self.buffer, ""
                 return [("content", rest)]
             self.buffer = body
-        calls, end = _calls(self.buffer)
+        calls, end = _calls(self.buffer, self.names)
         self.buffer = self.buffer[end:]
         self.calls += len(calls)
         return [("call", c) for c in calls]

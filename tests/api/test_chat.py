@@ -365,7 +365,7 @@ CALL = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool
 
 @pytest.mark.parametrize("choice, lark", [
     (None, "trigger[lazy]"), ("auto", "trigger[lazy]"), ("required", 'start: call ("\\n" call)*'),
-    ({"type": "function", "function": {"name": "get_weather"}}, 'start: call ("\\n" call)*'),
+    ({"type": "function", "function": {"name": "get_weather"}}, "start: call\ncall:"),  # exactly one call
 ])
 async def test_tools_reach_the_prompt_and_the_engines_grammar(client, backend, choice, lark):
     fields = {"tools": [WEATHER]} | ({"tool_choice": choice} if choice else {})
@@ -433,7 +433,7 @@ async def test_earlier_calls_and_results_are_written_into_the_conversation(clien
 @pytest.mark.parametrize("fields, param", [
     ({"tool_choice": "required"}, "tool_choice"),
     ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "other"}}}, "tool_choice"),
-    ({"tools": [WEATHER], "response_format": {"type": "json_object"}}, "tools"),
+    ({"tools": [WEATHER], "guided_regex": "a+"}, "tools"),
     ({"tools": [{"type": "function", "function": {"name": "bad name"}}]}, "tools"),
 ])
 async def test_inconsistent_tool_requests_are_a_400(client, fields, param):
@@ -449,6 +449,16 @@ TOOLS_TEMPLATE = (
     '{"name": "{{ c.function.name }}", "parameters": {{ c.function.arguments | tojson }}}{% endfor %}'
     "{% else %}{{ m.content }}{% endif %}{% endfor %}<|assistant|>"
 )
+
+
+async def test_tools_beside_a_json_schema_allow_that_json_or_calls(client, backend):
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    r = await client.post(URL, json=chat(tools=[WEATHER], response_format={
+        "type": "json_schema", "json_schema": {"name": "final", "schema": schema, "strict": True}}))
+    assert r.status_code == 200, r.text
+    (_, inputs), *_ = [c for c in reversed(backend.calls) if c[0] == "llm"]
+    grammar = json.loads(inputs["sampling_parameters"][0])["structured_outputs"]["grammar"]
+    assert grammar.startswith("start: answer | call") and '"answer"' in grammar and "get_weather" in grammar
 
 
 async def test_a_llama3_json_model_gets_its_format_grammar_and_parser(client, roomy):

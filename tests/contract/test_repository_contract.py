@@ -57,7 +57,7 @@ def test_ensemble_steps_name_real_tensors(repository):
 
 
 def test_served_models_declare_a_known_task(repository):
-    known = {"embeddings", "chat", "completions", "images"}
+    known = {"embeddings", "chat", "completions", "images", "rerank"}
     for name, config in configs(repository).items():
         if "openai_task" in config.parameters:
             assert config.parameters["openai_task"].string_value in known, name
@@ -88,5 +88,8 @@ def test_tokenizer_models_match_the_code(repository, attr):
     for name, config in configs(repository).items():
         if config.backend == "python" and name.endswith("_tokenizer"):
             names = [t.name for t in getattr(config, attr)]
-            assert names == (list(tokenizer.INPUTS) if attr == "input" else list(tokenizer.OUTPUTS))
+            pairs = tokenizer.PAIR_INPUT in [t.name for t in config.input]  # a cross-encoder's (rerank)
+            inputs, outputs = (tokenizer.PAIR_INPUTS, tokenizer.PAIR_OUTPUTS) if pairs else \
+                (tokenizer.INPUTS, tokenizer.OUTPUTS)
+            assert names == list(inputs if attr == "input" else outputs)
             assert (repository / name / "1" / "model.py").read_text().count("triton_models.tokenizer") == 1

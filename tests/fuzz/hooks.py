@@ -27,6 +27,8 @@ MODELS = {
     "/v1/chat/completions": ("smollm2-135m-instruct", "tiny-llava-random"),
     "/v1/completions": ("smollm2-135m-instruct", "tiny-llava-random"),
     "/v1/images/generations": ("tiny-sd-random",),
+    "/v1/images/edits": ("tiny-sd-random",),
+    "/v1/images/variations": ("tiny-sd-random",),
 }
 TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
 ENVELOPE_KEYS = {"message", "type", "param", "code"}
@@ -62,6 +64,8 @@ def before_call(context, case, kwargs):
             body[field] = _capped(body.get(field), MAX_TOKENS)
     elif path == "/v1/images/generations":
         body["steps"] = _capped(body.get("steps"), MAX_STEPS)
+    elif body.get("steps") is not None:  # edits, variations: a form has no null, a generated one stays invalid
+        body["steps"] = _capped(body["steps"], MAX_STEPS)
 
 
 # What the fuzzing sent and got, by status class ("2xx", "4xx", "5xx"): the run's summary line reports it.

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import BaseModel, Field
 
@@ -49,3 +51,35 @@ def test_bind_tools_agent_loop_with_a_calculator(chat):
     messages += [reply, ToolMessage(str(multiply.invoke(call["args"])), tool_call_id=call["id"])]
     final = chat.bind_tools([multiply], tool_choice="none").invoke(messages)
     assert final.content and not final.tool_calls  # the loop ends with the model's own answer
+
+
+def test_the_agents_sdk_on_chat_completions_with_a_tool_and_an_output_type(frontend):
+    """The OpenAI Agents SDK's chat-completions model class: a forced tool call whose output ends the run, and
+    an agent whose final output is a pydantic object."""
+    import asyncio
+
+    from agents import Agent, ModelSettings, OpenAIChatCompletionsModel, Runner, function_tool, set_tracing_disabled
+    from openai import AsyncOpenAI
+
+    @function_tool
+    def multiply(a: int, b: int) -> int:
+        """Multiply two integers."""
+        return a * b
+
+    async def run():
+        set_tracing_disabled(True)
+        client = AsyncOpenAI(base_url=frontend.base_url, api_key="unused", max_retries=0,
+                             default_headers={"Cache-Control": "no-store"})
+        model = OpenAIChatCompletionsModel(model=MODEL, openai_client=client)
+        calculator = Agent(name="calculator", instructions="Use the multiply tool.", tools=[multiply], model=model,
+                           tool_use_behavior="stop_on_first_tool",
+                           model_settings=ModelSettings(temperature=0, max_tokens=60, tool_choice="multiply",
+                                                        parallel_tool_calls=False))
+        geographer = Agent(name="geographer", instructions="Describe the country.", output_type=Country,
+                           model=model, model_settings=ModelSettings(temperature=0, max_tokens=120))
+        return await Runner.run(calculator, "What is 6 times 7?"), await Runner.run(geographer, "France")
+
+    product, country = asyncio.run(run())
+    arguments = json.loads(product.new_items[0].raw_item.arguments)
+    assert product.final_output == str(arguments["a"] * arguments["b"])
+    assert isinstance(country.final_output, Country) and country.final_output.capital

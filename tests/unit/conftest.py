@@ -18,3 +18,19 @@ def tokenizer() -> TextTokenizer:
 @pytest.fixture(scope="session")
 def grammars(tokenizer) -> Grammars:
     return Grammars(tokenizer)
+
+
+@pytest.fixture(scope="session")
+def accepts(grammars, tokenizer):
+    """accepts(kind, value, text): whether the engine's constraint lets the model write `text` and then end it
+    (its EOS token)."""
+    def check(kind: str, value, text: str) -> bool:
+        constraint = grammars.constraint(grammars.compile(kind, value))
+        try:
+            for token in [*tokenizer.encode(text), min(tokenizer.eos_ids)]:
+                constraint.consume(token)
+        except Exception:  # noqa: BLE001 - llguidance refuses the token
+            return False
+        return constraint.complete
+
+    return check

@@ -39,7 +39,8 @@ def params(repo, name):
 
 
 def test_writes_every_model(repo):
-    assert served_models() == [f"{TINY}_text_encoder", f"{TINY}_unet", f"{TINY}_vae_decoder", TINY]
+    assert served_models() == [f"{TINY}_text_encoder", f"{TINY}_unet", f"{TINY}_vae_decoder", f"{TINY}_vae_encoder",
+                               TINY]
     for name in served_models():
         assert (repo / name / "config.pbtxt").exists() and (repo / name / ".export.json").exists()
     assert (repo / TINY / "1" / "model.py").read_text().count("from triton_models.diffusion.model import") == 1
@@ -47,7 +48,7 @@ def test_writes_every_model(repo):
         assert (repo / TINY / "1" / file).exists()
 
 
-@pytest.mark.parametrize("part", ["text_encoder", "unet", "vae_decoder"])
+@pytest.mark.parametrize("part", ["text_encoder", "unet", "vae_decoder", "vae_encoder"])
 def test_network_configs_match_onnx_graphs(repo, part):
     name = part_names(TINY)[part]
     cfg = config(repo, name)
@@ -62,9 +63,12 @@ def test_network_configs_match_onnx_graphs(repo, part):
     assert cfg.backend == "onnxruntime" and cfg.max_batch_size == 6  # 2 x max_n: guidance doubles the batch
     assert cfg.HasField("dynamic_batching")
     assert cfg.parameters["intra_op_thread_count"].string_value == "1"
-    if part != "text_encoder":  # TensorRT profile over latent sizes: 64..512 px at 8x
-        extents = {k: cfg.parameters[f"trt_{k}_extent"].string_value for k in ("min", "opt", "max")}
+    extents = {k: cfg.parameters[f"trt_{k}_extent"].string_value for k in ("min", "opt", "max")
+               if f"trt_{k}_extent" in cfg.parameters}
+    if part in ("unet", "vae_decoder"):  # TensorRT profile over latent sizes: 64..512 px at 8x
         assert extents == {"min": "8", "opt": "64", "max": "64"}
+    elif part == "vae_encoder":  # its dynamic dims are pixels
+        assert extents == {"min": "64", "opt": "512", "max": "512"}
 
 
 def test_pipeline_config(repo):
@@ -72,14 +76,15 @@ def test_pipeline_config(repo):
     p = params(repo, TINY)
     assert cfg.backend == "python" and cfg.max_batch_size == 0 and cfg.response_cache.enable
     inputs = {i.name: i for i in cfg.input}
-    assert set(inputs) == {"prompt", "seed", "negative_prompt", "n", "height", "width", "steps", "guidance_scale"}
+    assert set(inputs) == {"prompt", "seed", "negative_prompt", "n", "height", "width", "steps", "guidance_scale",
+                           "image", "mask", "strength"}
     assert not inputs["prompt"].optional and not inputs["seed"].optional  # cache key must fix the output
     assert all(inputs[n].optional for n in inputs if n not in ("prompt", "seed"))
     assert [o.name for o in cfg.output] == [OUTPUT]
     assert p["openai_task"] == "images" and p["random_weights"] == "true" and p["source"] == TINY
     assert p["sizes"] == "64x64,128x128,256x256,512x512" and p["default_size"] == "512x512"
     assert (p["default_steps"], p["default_guidance_scale"], p["max_n"]) == ("10", "7.5", "3")
-    assert p["scheduler"] == "DDIMScheduler"
+    assert p["scheduler"] == "DDIMScheduler" and p["supports_edits"] == "true"
     for part, model in part_names(TINY).items():
         assert p[f"{part}_model"] == model
     scheduler_config = json.loads((repo / TINY / "1" / SCHEDULER_FILE).read_text())
@@ -117,10 +122,18 @@ def test_parity_check_catches_a_wrong_network(repo):
     settings = params(repo, TINY)
     torch.manual_seed(0)
     pipe = build_tiny_pipeline()
-    assert check_parity(pipe, repo, TINY, settings) <= 1e-3
+    worst = check_parity(pipe, repo, TINY, settings)
+    assert set(worst) == {"text_to_image", "image_to_image", "inpainting"} and max(worst.values()) <= 1e-3
+    stamp = json.loads((repo / TINY / ".export.json").read_text())
+    assert set(stamp["parity_max_abs_diff"]) == set(worst)
     with torch.no_grad():
+        pipe.vae.quant_conv.bias += 0.05  # the exported ONNX VAE encoder no longer matches: edits differ
+    with pytest.raises(ExportError, match="differs from diffusers by .* on image to image"):
+        check_parity(pipe, repo, TINY, settings)
+    with torch.no_grad():
+        pipe.vae.quant_conv.bias -= 0.05
         pipe.unet.conv_out.bias += 0.05  # the exported ONNX UNet no longer matches
-    with pytest.raises(ExportError, match="parity: ONNX pipeline differs from diffusers"):
+    with pytest.raises(ExportError, match="parity: ONNX pipeline differs from diffusers .* on text to image"):
         check_parity(pipe, repo, TINY, settings)
 
 

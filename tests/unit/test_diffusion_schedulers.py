@@ -92,3 +92,37 @@ def test_steps_out_of_range():
     scheduler = make_scheduler({"_class_name": "DDIMScheduler", "num_train_timesteps": 10})
     with pytest.raises(ValueError, match="between 1 and 10"):
         scheduler.set_timesteps(11)
+
+
+@pytest.mark.parametrize(("steps", "strength"), [(4, 0.5), (10, 0.8), (10, 0.3), (25, 0.6)])
+@pytest.mark.parametrize(("name", "options"), CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
+def test_edits_match_diffusers(name, options, steps, strength):
+    """img2img and inpainting drive a scheduler as diffusers' pipelines do: noise the image's latents to the
+    start step, run the rest of the schedule, and re-noise the kept latents to each next step."""
+    from triton_models.diffusion.pipeline import start_step
+
+    reference = getattr(diffusers, name)(**options)
+    ours = make_scheduler({"_class_name": name, **dict(reference.config)})
+    reference.set_timesteps(steps)
+    timesteps = ours.set_timesteps(steps)
+    start = start_step(steps, strength)
+    assert start == steps - min(int(steps * strength), steps)  # diffusers' get_timesteps (order 1)
+    if hasattr(reference, "set_begin_index"):
+        reference.set_begin_index(start)
+
+    rng = np.random.default_rng(1)
+    x0, noise = (rng.standard_normal((2, 4, 8, 8)).astype(np.float32) for _ in range(2))
+    ref_x = reference.add_noise(torch.from_numpy(x0), torch.from_numpy(noise), reference.timesteps[start:start + 1])
+    our_x = ours.add_noise(x0, noise, start)
+    np.testing.assert_allclose(our_x, ref_x.numpy(), rtol=1e-4, atol=1e-4)
+    for i in range(start, len(timesteps)):
+        t = reference.timesteps[i]
+        ref_in = reference.scale_model_input(ref_x, t)
+        our_in = ours.scale_model_input(our_x, i)
+        ref_x = reference.step(torch.from_numpy(fake_model(ref_in.numpy(), float(t))), t, ref_x).prev_sample
+        our_x = ours.step(fake_model(our_in, float(timesteps[i])), i, our_x)
+        if i + 1 < len(timesteps):  # inpainting's kept latents, at the next step's noise level
+            kept = reference.add_noise(torch.from_numpy(x0), torch.from_numpy(noise),
+                                       reference.timesteps[i + 1:i + 2])
+            np.testing.assert_allclose(ours.add_noise(x0, noise, i + 1), kept.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(our_x, ref_x.numpy(), rtol=1e-4, atol=1e-4)

@@ -70,6 +70,14 @@ def test_a_schema_masks_everything_but_its_json(grammars, tokenizer):
     assert json.loads('{"n": 42}') == {"n": 42} and constraint.complete
 
 
+def test_declared_properties_are_the_only_ones_unless_the_schema_allows_more(accepts):
+    """A plain pydantic model's schema has no additionalProperties: the grammar still allows no invented keys."""
+    plain = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    assert accepts("json", plain, '{"n": 1}') and not accepts("json", plain, '{"n": 1, "extra": 2}')
+    assert accepts("json", {**plain, "additionalProperties": True}, '{"n": 1, "extra": 2}')
+    assert accepts("json", {"type": "object"}, '{"anything": [1]}')  # free-form: open
+
+
 @pytest.mark.parametrize("kind, value, param", [
     ("json", {"type": "object", "not": {"type": "string"}}, "response_format"),
     ("regex", "(", "guided_regex"),

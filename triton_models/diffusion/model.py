@@ -1,7 +1,9 @@
-"""Triton Python model: Stable Diffusion text-to-image, calling its three ONNX networks through BLS.
+"""Triton Python model: Stable Diffusion text-to-image and image edits, calling its ONNX networks through BLS.
 
 Inputs: prompt (STRING), seed (INT64, required: the response cache keys on the inputs), optional
-negative_prompt, n, height, width, steps, guidance_scale. Output: images UINT8 [n, height, width, 3].
+negative_prompt, n, height, width, steps, guidance_scale; for an edit (when the config says supports_edits),
+image (UINT8 [height, width, 3]), optional mask (UINT8 [height, width]) and strength (FP64).
+Output: images UINT8 [n, height, width, 3].
 Settings come from the config `parameters` the exporter writes (sizes, defaults, network model names).
 Each request is answered on its own; a request whose client has gone stops between steps.
 """
@@ -16,18 +18,20 @@ import triton_python_backend_utils as pb_utils
 
 from triton_models import config_parameters
 from triton_models.contract import INVALID_REQUEST, UNAVAILABLE, ModelError
-from triton_models.errors import error_response, internal_error
 from triton_models.diffusion.pipeline import (
+    EDIT_NETWORK,
     NETWORKS,
     OUTPUT,
     Cancelled,
     Settings,
     StableDiffusion,
     bind_networks,
-    to_uint8,
+    to_output,
 )
+from triton_models.errors import error_response, internal_error
 
 STRING_INPUTS = {"prompt", "negative_prompt"}
+ARRAY_INPUTS = {"image", "mask"}
 
 
 class NetworkError(RuntimeError):
@@ -55,6 +59,8 @@ def _input_value(request, name: str):
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     if tensor is None:
         return None
+    if name in ARRAY_INPUTS:  # their shapes are checked against the request's size by Settings.check
+        return np.array(tensor.as_numpy(), copy=True)
     values = tensor.as_numpy().reshape(-1)
     if values.size != 1:
         raise ModelError(INVALID_REQUEST, f"{name} must hold exactly one value, got {values.size}", name)
@@ -73,11 +79,13 @@ class TritonPythonModel:
         params = config_parameters(self.model_config)
         self.name = self.model_config["name"]
         self.settings = Settings.from_parameters(params)
-        models = {part: params[f"{part}_model"] for part in NETWORKS}
-        networks = bind_networks(lambda part, inputs, output: _bls(models[part], inputs, output))
+        # The VAE encoder only where the config says this model edits (an older export has none).
+        parts = [part for part in NETWORKS if part != EDIT_NETWORK or self.settings.edits]
+        models = {part: params[f"{part}_model"] for part in parts}
+        networks = bind_networks(lambda part, inputs, output: _bls(models[part], inputs, output), parts)
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.pipeline = StableDiffusion.from_directory(
-            version_dir, *networks,
+            version_dir, networks,
             vae_scale_factor=int(params["vae_scale_factor"]), latent_channels=int(params["latent_channels"]),
         )
         self.logger = pb_utils.Logger
@@ -109,7 +117,8 @@ class TritonPythonModel:
         except Exception as exc:  # noqa: BLE001 - one bad request must not take the model down
             self.logger.log_error(f"{self.name}: generation failed: {exc!r}")
             return error_response(internal_error())
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(OUTPUT, to_uint8(images))])
+        output = to_output(images, image_request)
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(OUTPUT, output)])
 
     def finalize(self):
         self.logger.log_info(f"{self.name}: finalize")

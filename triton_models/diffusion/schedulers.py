@@ -10,6 +10,10 @@ driven by step index (not timestep value) through the same four members:
         eps = unet(s.scale_model_input(x, i), t)
         x = s.step(eps, i, x)
 
+An edit (img2img) starts part-way, as diffusers' img2img and inpainting pipelines do: `x = s.add_noise(x0,
+noise, start)` noises the image's latents to the level of step `start`, and the loop runs from there, still by
+the schedule's own (global) indices; inpainting re-noises the kept latents to each next step the same way.
+
 Deterministic samplers only: the request's seed fixes the initial latents and nothing else is random.
 """
 
@@ -80,6 +84,11 @@ class _Discrete:
 
     def scale_model_input(self, sample: np.ndarray, index: int) -> np.ndarray:
         return sample
+
+    def add_noise(self, original: np.ndarray, noise: np.ndarray, index: int) -> np.ndarray:
+        """`original` noised to the level of step `index` (DDPM's forward process, at that step's timestep)."""
+        a = self.alphas_cumprod[int(self.timesteps[index])]
+        return (a**0.5 * original + (1 - a) ** 0.5 * noise).astype(original.dtype)
 
 
 class DDIMScheduler(_Discrete):
@@ -214,6 +223,9 @@ class EulerDiscreteScheduler(_Discrete):
     def scale_model_input(self, sample: np.ndarray, index: int) -> np.ndarray:
         return (sample / (self.sigmas[index] ** 2 + 1) ** 0.5).astype(sample.dtype)
 
+    def add_noise(self, original: np.ndarray, noise: np.ndarray, index: int) -> np.ndarray:
+        return (original + noise * self.sigmas[index]).astype(original.dtype)
+
     def step(self, model_output: np.ndarray, index: int, sample: np.ndarray) -> np.ndarray:
         sigma = self.sigmas[index]
         if self.prediction_type in ("original_sample", "sample"):
@@ -285,6 +297,10 @@ class DPMSolverMultistepScheduler(_Discrete):
         self.outputs = []
         return self.timesteps
 
+    def add_noise(self, original: np.ndarray, noise: np.ndarray, index: int) -> np.ndarray:
+        alpha, sigma, _ = self._alpha_sigma_lambda(self.sigmas[index])
+        return (alpha * original + sigma * noise).astype(original.dtype)
+
     @staticmethod
     def _alpha_sigma_lambda(sigma: float) -> tuple[float, float, float]:
         alpha = 1 / (sigma**2 + 1) ** 0.5
@@ -314,7 +330,9 @@ class DPMSolverMultistepScheduler(_Discrete):
         alpha_t, sigma_t, lambda_t = self._alpha_sigma_lambda(self.sigmas[index + 1])
         h = lambda_t - lambda_s
         m0 = converted
-        if self.order == 1 or index == 0 or final:
+        # First order until there is a previous output: the first step of the schedule, or of an edit that
+        # starts part-way (diffusers counts `lower_order_nums` the same way).
+        if self.order == 1 or len(self.outputs) < 2 or final:
             if plus:
                 prev = (sigma_t / sigma_s) * sample - alpha_t * (np.exp(-h) - 1.0) * m0
             else:

@@ -93,6 +93,9 @@ class TritonPythonModel(llm_model.TritonPythonModel):
                 raise InvalidRequest(f"image {i}: {exc}", IMAGE_INPUT["name"], INVALID_IMAGE) from exc
         return np.stack(pixels)
 
+    def _prompt_ids(self, prompt: str, add_special_tokens: bool | None = None) -> list[int]:
+        return self.prompts.token_ids(prompt, add_special_tokens)
+
     def _prompt_inputs(self, request, prompt: str) -> dict:
         encoded = self._encoded.get(id(request))
         if isinstance(encoded, Exception):

@@ -31,6 +31,12 @@ class ImagePrompt:
         if count:
             raise InvalidRequest(f"the prompt holds {count} {self.image_token} placeholder(s) but no image was sent")
 
+    def token_ids(self, prompt: str, add_special_tokens: bool | None = None) -> list[int]:
+        """Token ids of the prompt with each placeholder expanded to its image's tokens (what /tokenize answers
+        for a prompt with images: the ids `build` gives the engine)."""
+        expanded = prompt.replace(self.image_token, self.image_token * self.image_seq_length)
+        return self.tokenizer.encode(expanded, add_special_tokens)
+
     def build(self, prompt: str, features: np.ndarray) -> tuple[list[int], PromptEmbeds]:
         """Token ids of the expanded prompt and the features [images, image tokens, hidden] at their positions."""
         images, tokens = features.shape[:2]
@@ -39,7 +45,7 @@ class ImagePrompt:
         count = prompt.count(self.image_token)
         if count != images:
             raise InvalidRequest(f"the prompt holds {count} {self.image_token} placeholder(s) for {images} image(s)")
-        ids = self.tokenizer.encode(prompt.replace(self.image_token, self.image_token * tokens))
+        ids = self.token_ids(prompt)
         positions = np.flatnonzero(np.asarray(ids) == self.image_token_id)
         if len(positions) != images * tokens:  # the placeholder merged with neighbouring text when tokenized
             raise InvalidRequest(f"the prompt's {self.image_token} placeholders do not tokenize as image tokens")

@@ -15,7 +15,7 @@ import json
 
 import numpy as np
 
-from triton_models.contract import JSON_WHITESPACE
+from triton_models.contract import JSON_WHITESPACE, closed_objects
 from triton_models.llm.params import InvalidRequest
 
 JSON_OPTIONS = {"whitespace_pattern": JSON_WHITESPACE}
@@ -59,7 +59,7 @@ class Grammars:
         value = json.loads(text)
         param = param or (PARAM if kind in ("json", "json_object") else f"guided_{kind}")
         if kind == "json":
-            grammar = LLMatcher.grammar_from_json_schema(value, defaults=JSON_OPTIONS)
+            grammar = LLMatcher.grammar_from_json_schema(closed_objects(value), defaults=JSON_OPTIONS)
         elif kind == "json_object":
             grammar = LLMatcher.grammar_from_json_schema({"type": "object"}, defaults=JSON_OPTIONS)
         elif kind == "regex":

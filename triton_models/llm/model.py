@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from triton_models import config_parameters, version_file
+from triton_models import config_parameters, tokenize, version_file
 from triton_models.contract import ModelError
 from triton_models.errors import error_response, internal_error
 from triton_models.llm.config import PREFIX_HIT_METRIC, SEQUENCE_STATES, SEQUENCES_METRIC
@@ -58,6 +58,7 @@ class TritonPythonModel:
         for spec in OUTPUTS:
             if spec["name"] not in have_outputs:
                 auto_complete_model_config.add_output(spec)
+        tokenize.add_tensors(auto_complete_model_config)  # /tokenize and /detokenize, answered in _submit
         auto_complete_model_config.set_max_batch_size(0)
         auto_complete_model_config.set_model_transaction_policy({"decoupled": True})
         return auto_complete_model_config
@@ -106,6 +107,11 @@ class TritonPythonModel:
         # decoupled: nothing to return, the engine thread answers through each request's sender
 
     def _submit(self, request, sender) -> None:
+        if tokenize.is_entry_request(pb_utils, request):  # answered here, at once: the engine never sees it
+            tensors = tokenize.answer(pb_utils, request, self.engine.tokenizer.tokenizer, self._prompt_ids)
+            sender.send(pb_utils.InferenceResponse(output_tensors=tensors),
+                        flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            return
         prompt = _scalar(request, "text_input")
         if prompt is None:
             raise InvalidRequest("text_input is required")
@@ -124,6 +130,10 @@ class TritonPythonModel:
         sink = TritonSink(sender, flags)
         self.engine.submit(prompt, params, sink, stream=stream, prepend_prompt=prepend,
                            want_logprobs=flags["return_logprobs"], **self._prompt_inputs(request, prompt))
+
+    def _prompt_ids(self, prompt: str, add_special_tokens: bool | None = None) -> list[int]:
+        """The prompt's token ids as the engine tokenizes it (what /tokenize answers)."""
+        return self.engine.tokenizer.encode(prompt, add_special_tokens)
 
     def _prompt_inputs(self, request, prompt: str) -> dict:
         """Extra `Engine.submit` arguments from the request (a vision-language model's image features)."""

@@ -33,11 +33,12 @@ class TextTokenizer:
                 ids.add(self.tokenizer.token_to_id(token))
         return ids
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, add_special_tokens: bool | None = None) -> list[int]:
         # A rendered chat template already starts with the BOS text; plain prompts get the tokenizer's own
-        # special tokens (as vLLM does), so neither ends up with two BOS tokens.
-        has_bos = bool(self.bos_token) and text.startswith(self.bos_token)
-        return self.tokenizer.encode(text, add_special_tokens=not has_bos).ids
+        # special tokens (as vLLM does), so neither ends up with two BOS tokens. /tokenize may force them.
+        if add_special_tokens is None:
+            add_special_tokens = not (bool(self.bos_token) and text.startswith(self.bos_token))
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
 
     def token_text(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id], skip_special_tokens=False)
