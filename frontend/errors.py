@@ -251,9 +251,28 @@ def routing_error(request: Request, exc: StarletteHTTPException) -> APIError | N
         return UnknownURL(f"Unknown request URL: {target}. {_did_you_mean(request)}Please check the URL for typos, "
                           "or see the API reference at /docs (GET /v1/models lists the models).")
     if exc.status_code == 405:
-        allowed = (exc.headers or {}).get("Allow", "")
-        return MethodNotAllowed(f"Method not allowed: {target}. This URL takes {allowed}.")
+        allowed = allowed_methods(request)
+        error = MethodNotAllowed(f"Method not allowed: {target}. This URL takes {allowed}.")
+        error.allow = allowed
+        return error
     return None
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route takes at this path (Starlette's `Allow` names the first matching route's only:
+    GET and DELETE /v1/responses/{id} are two routes)."""
+    methods = set()
+    for route in _endpoints(request.app.routes):
+        if route.matches(request.scope)[0] != Match.NONE:  # PARTIAL: the path matches, the method does not
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
+def _endpoints(routes):
+    """The routes of endpoints, through the wrappers FastAPI puts around included routers (no prefixes here)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        yield from _endpoints(inner.routes) if inner is not None else (route,)
 
 
 def _did_you_mean(request: Request) -> str:
@@ -284,7 +303,8 @@ def install_handlers(app: FastAPI) -> None:
         if error is None:
             error = (NotFound if exc.status_code == 404 else InvalidRequest)(str(exc.detail))
             error.status = exc.status_code
-        return error_response(error, getattr(exc, "headers", None))
+        allow = getattr(error, "allow", None)
+        return error_response(error, {"Allow": allow} if allow else getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

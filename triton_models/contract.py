@@ -159,6 +159,7 @@ def edit_steps(steps: int, strength: float) -> int:
     img2img `get_timesteps`; 0 is refused (the model's 400 names `strength`)."""
     return min(int(steps * strength), steps)
 
+
 # Tokenizer entry points (/tokenize, /detokenize): answered by the model's own tokenizer, so a count is the
 # engine's count. A chat model answers them itself; an embeddings model through its tokenizer step (the
 # ensemble's TOKENIZER_MODEL parameter). Optional inputs beside the model's `text_input`, added to its config

@@ -53,3 +53,10 @@ async def test_wrong_method_is_405_naming_the_methods(client, method, path, allo
 
 async def test_unknown_model_is_still_model_not_found(client):
     assert_error(await client.get("/v1/models/no-such-model"), 404, "model", "model_not_found")
+
+
+async def test_allow_names_every_method_of_the_path(client):
+    """GET and DELETE /v1/responses/{id} are two routes: a 405 names both (Starlette names the first only)."""
+    r = await client.request("PUT", "/v1/responses/resp_1")
+    assert r.status_code == 405 and r.headers["allow"] == "DELETE, GET"
+    assert "DELETE, GET" in r.json()["error"]["message"]
