@@ -3,7 +3,8 @@
 Routers are included with `dependencies=[admitted(SCOPE)]` (frontend/app.py); open routes (health, docs,
 signed image files) are included without it. In order: authenticate the bearer key and authorize the scope
 (frontend/auth.py), label the request with its model (a bounded metrics label), admit it against the key's
-limits (frontend/ratelimit.py; the concurrency lease is given back when the context closes), then answer
+limits (frontend/ratelimit.py; the concurrency lease is given back when the context closes), hold its model
+in use (frontend/residency.py: not evicted while the request runs), then answer
 it from the response cache when it may be (frontend/cache.py). Everything learnt goes into the request's
 `RequestContext`, so nothing parses the body twice or asks twice who the caller is.
 """
@@ -14,7 +15,7 @@ import logging
 
 from fastapi import Depends, Request
 
-from frontend.auth import METRICS, ApiKey, KeyStore
+from frontend.auth import INFERENCE, METRICS, ApiKey, KeyStore
 from frontend.cache import DEFAULT_MODEL_TASKS, lookup
 from frontend.context import RequestContext, context_of
 from frontend.errors import (
@@ -56,6 +57,8 @@ def admitted(scope: str):
             raise InvalidRequest(f"at most {services.settings.completions_max_prompts} prompts per request, got "
                                  f"{units}", param="prompt")
         await admit_key(services.limiter, services.metrics, ctx, key, units)
+        if scope == INFERENCE:
+            await services.residency.hold(ctx)  # its model is in use (never evicted) until the request ends
         if body is not None:
             lookup(services.cache, services.metrics, ctx, model, request.url.path, body,
                    request.headers.get("cache-control", ""), request.headers.get("x-cache-bypass"))

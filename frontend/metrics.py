@@ -63,6 +63,15 @@ class Metrics:
                                                       "scrape, 0 otherwise", registry=r)
         self.admin_operations = Counter("modelgate_admin_operations_total", "Model load/unload operations",
                                         ["operation", "model", "result"], registry=r)
+        # Models on demand (frontend/residency.py).
+        self.model_loads = Counter("modelgate_model_loads_total", "Loads on demand (result: ok, error)",
+                                   ["model", "result"], registry=r)
+        self.model_load_duration = Histogram("modelgate_model_load_seconds", "Time a load on demand took, from "
+                                             "the load call to READY", ["model"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.model_evictions = Counter("modelgate_model_evictions_total", "Models unloaded by the frontend (reason: "
+                                       "idle, budget)", ["model", "reason"], registry=r)
+        self.model_footprint = Gauge("modelgate_model_footprint_bytes", "Memory a model took at its last load on "
+                                     "demand (memory: host, gpu)", ["model", "memory"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

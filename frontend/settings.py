@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     # (cookies) are never allowed: the API takes keys. Empty: no CORS headers, pages elsewhere cannot read answers.
     cors_origins: Annotated[list[str], NoDecode] = Field([], description="origins allowed to call the API from a "
                                                          "browser (CORS), comma-separated; `*`: any; empty: none")
+    # The web playground at / (frontend/routers/playground.py, docs/playground.md): a static page, open like /docs,
+    # whose API calls need keys as any client's do; false: / is a 404.
+    playground: bool = Field(True, description="serve the web playground at / (static; its API calls need keys)")
 
     # Triton. `dns:///triton-headless:8001` spreads calls over every replica behind a headless Service.
     triton_grpc_url: str = "localhost:8001"
@@ -87,8 +90,28 @@ class Settings(BaseSettings):
     # tenants, as vLLM's cache_salt); "global" shares it (single-tenant deployments).
     prefix_cache_scope: Literal["key", "global"] = "key"
     admin_wait_s: float = Field(120.0, gt=0, description="how long load/unload wait for the model's new state")
+    # Models on demand (frontend/residency.py, docs/operations.md "Models on demand").
+    load_on_demand: bool = Field(False, description="a request for a repository model that is not loaded loads it")
+    load_wait_s: float = Field(30.0, gt=0, description="how long such a request waits for the load before 503 "
+                               "with Retry-After (the load goes on)")
+    idle_unload_s: float = Field(0.0, ge=0, description="unload a model after this long without requests (a "
+                                 "model's `idle_unload_s` parameter overrides it); 0: never")
+    pinned_models: Annotated[list[str], NoDecode] = Field([], description="models never unloaded by idleness or "
+                                                          "budgets, comma-separated (or a model's `pinned` parameter)")
+    max_loaded_models: int = Field(0, ge=0, description="served models loaded at once; 0: no limit")
+    host_memory_budget_bytes: int = Field(0, ge=0, description="Triton's host memory (its processes' PSS) before "
+                                          "least recently used models are evicted; 0: none")
+    gpu_memory_budget_bytes: int = Field(0, ge=0, description="Triton's GPU memory (nvidia-smi per process); 0: none")
+    loads_per_key_per_minute: int = Field(10, ge=0, description="loads on demand one API key may start per minute; "
+                                          "0: no limit")
+    model_repository: str = Field("", description="the model repository folder as this frontend sees it "
+                                  "(read-only): configs of models no replica has seen loaded; empty: none")
+    # OpenTelemetry traces (frontend/tracing.py): off by default; when on, configured by the standard OTEL_*
+    # variables (endpoint, service name, sampler, exporter), which OTEL_SDK_DISABLED=true overrides.
+    tracing: bool = Field(False, description="OpenTelemetry spans per request and Triton call, exported as the "
+                                             "OTEL_* variables say (docs/operations.md, Tracing)")
 
-    @field_validator("required_models", "image_url_allowlist", "cors_origins", mode="before")
+    @field_validator("required_models", "image_url_allowlist", "cors_origins", "pinned_models", mode="before")
     @classmethod
     def _split(cls, value):
         if isinstance(value, str):

@@ -7,7 +7,7 @@ the API tests implement it with a small fake.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 import grpc
@@ -57,13 +57,16 @@ class TritonBackend:
     """Triton over gRPC. Every call has a deadline; failures become frontend.errors.APIError.
 
     `api_secret` (Settings.triton_api_secret) goes with every call as TRITON_GRPC_API_METADATA: Triton
-    refuses its restricted protocols without it and ignores it elsewhere.
+    refuses its restricted protocols without it and ignores it elsewhere. `trace_metadata` (tracing on:
+    frontend.tracing.Tracing.triton_metadata) adds the caller's trace context to every infer and stream call.
     """
 
-    def __init__(self, url: str, timeout_s: float, lb_policy: str = "round_robin", api_secret: str = ""):
+    def __init__(self, url: str, timeout_s: float, lb_policy: str = "round_robin", api_secret: str = "",
+                 trace_metadata: Callable[[], dict[str, str]] | None = None):
         self.url = url
         self.timeout_s = timeout_s
         self._headers = {TRITON_GRPC_API_METADATA: api_secret} if api_secret else None
+        self._trace_metadata = trace_metadata
         channel_args = [
             ("grpc.max_send_message_length", 2**31 - 1),
             ("grpc.max_receive_message_length", 2**31 - 1),
@@ -82,6 +85,12 @@ class TritonBackend:
             return Timeout(f"the model did not answer within {self.timeout_s:g} s (MODELGATE_REQUEST_TIMEOUT_S)")
         log.warning("Triton at %s: %s", self.url, code.name)
         return ServiceUnavailable(f"the inference server is unreachable ({code.name}); retry shortly")
+
+    def _inference_headers(self) -> dict[str, str] | None:
+        """Metadata of one inference call: the secret, and the current trace context when tracing is on."""
+        if self._trace_metadata is None:
+            return self._headers
+        return {**(self._headers or {}), **self._trace_metadata()} or None
 
     async def _call(self, coro):
         try:
@@ -111,8 +120,8 @@ class TritonBackend:
     async def infer(self, model: str, inputs: Tensors, outputs: list[str], request_id: str = "") -> Tensors:
         requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
         result = await self._call(self._client.infer(
-            model, _infer_inputs(inputs), outputs=requested, request_id=request_id, headers=self._headers,
-            client_timeout=self.timeout_s,
+            model, _infer_inputs(inputs), outputs=requested, request_id=request_id,
+            headers=self._inference_headers(), client_timeout=self.timeout_s,
         ))
         answered = _outputs(result, outputs)
         missing = [name for name in outputs if name not in answered]
@@ -130,7 +139,7 @@ class TritonBackend:
                    "outputs": [grpcclient.InferRequestedOutput(name) for name in outputs]}
 
         responses = self._client.stream_infer(requests(), stream_timeout=self.timeout_s,
-                                              headers=self._headers)
+                                              headers=self._inference_headers())
         try:
             async for result, error in responses:
                 if error is not None:

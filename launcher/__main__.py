@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--triton-restart", choices=("always", "never"), default="always",
                        help="when tritonserver dies: start it again with backoff (always), or stop and exit "
                             "non-zero, leaving restarts to Kubernetes or compose (never)")
+    serve.add_argument("--triton-trace-url", default="",
+                       help="Triton's OpenTelemetry spans go to this OTLP/HTTP URL, e.g. "
+                            "http://localhost:4318/v1/traces (requests the frontend samples: MODELGATE_TRACING)")
     serve.add_argument("--shutdown-timeout-s", type=float, default=30.0,
                        help="on SIGTERM/SIGINT: how long in-flight requests may finish, then how long Triton and "
                             "its model processes may take to stop before they are killed")
@@ -62,7 +65,7 @@ def prepare(args: argparse.Namespace):
     triton = TritonServer(args.repository, models, address=args.triton_address,
                           api_secret=given or secrets.token_urlsafe(32), http_port=args.triton_http_port,
                           grpc_port=args.triton_grpc_port, metrics_port=args.triton_metrics_port,
-                          stop_timeout_s=args.shutdown_timeout_s)
+                          stop_timeout_s=args.shutdown_timeout_s, trace_url=args.triton_trace_url)
     settings = settings.model_copy(update={"triton_grpc_url": triton.grpc_url,
                                            "triton_api_secret": SecretStr(triton.api_secret)})
     return triton, settings, bool(given)

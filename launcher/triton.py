@@ -97,6 +97,15 @@ def restricted_flags(api_secret: str) -> list[str]:
     return [f"--grpc-restricted-protocol={rule}", f"--http-restricted-api={rule}"]
 
 
+def trace_flags(url: str, rate: int = 0, service_name: str = "modelgate-triton") -> list[str]:
+    """tritonserver flags for OpenTelemetry spans, exported over OTLP/HTTP to `url` (a collector's
+    `.../v1/traces`). Triton traces every request that carries a traceparent (the frontend sends one for the
+    requests it samples), and every `rate`-th other request (0: none). The chart sets the same flags."""
+    return ["--trace-config=mode=opentelemetry", f"--trace-config=rate={rate}", "--trace-config=count=-1",
+            "--trace-config=level=TIMESTAMPS", f"--trace-config=opentelemetry,url={url}",
+            f"--trace-config=opentelemetry,resource=service.name={service_name}"]
+
+
 def wheel_dir() -> Path:
     """The `pytriton/tritonserver` folder of the installed wheel."""
     try:
@@ -149,7 +158,8 @@ class TritonServer:
 
     Its HTTP, gRPC and metrics ports listen on `address` (loopback unless opened deliberately). With
     `api_secret`, Triton's RESTRICTED_PROTOCOLS answer only calls carrying that value in the header
-    TRITON_API_HEADER; None leaves them open (tests that drive Triton's API directly).
+    TRITON_API_HEADER; None leaves them open (tests that drive Triton's API directly). With `trace_url`,
+    Triton exports OpenTelemetry spans there (`trace_flags`); off by default.
     """
 
     repository: Path
@@ -165,6 +175,7 @@ class TritonServer:
     # How long a stop waits for Triton and its model processes before killing the group; Triton itself is
     # told to give in-flight requests a little less (--exit-timeout-secs), so its own stop fits inside.
     stop_timeout_s: float = 30.0
+    trace_url: str = ""
     extra_args: list[str] = field(default_factory=list)
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
     _tail: deque = field(default_factory=lambda: deque(maxlen=200), init=False, repr=False)
@@ -240,6 +251,8 @@ class TritonServer:
         ]
         if self.api_secret is not None:
             args += restricted_flags(self.api_secret)
+        if self.trace_url:
+            args += trace_flags(self.trace_url)
         args += [f"--load-model={m}" for m in self.models]
         return args + self.extra_args
 

@@ -76,6 +76,26 @@ class UnloadRequest(ClosedRequest):
     unload_dependents: bool = False
 
 
+class Footprint(BaseModel):
+    """Memory of the model's processes and its parts' (frontend/footprint.py), plus tritonserver's growth at
+    its last load on demand; `measured`: "now" (loaded) or "at_last_load" (not loaded: its estimate)."""
+
+    host_bytes: int | None = None
+    gpu_bytes: int | None = None  # None: no nvidia-smi that sees Triton's processes
+    measured: Literal["now", "at_last_load"]
+
+
+class ModelResidency(BaseModel):
+    """A served model's place in Triton's memory (docs/operations.md, Models on demand)."""
+
+    pinned: bool
+    idle_unload_s: float | None = None  # None: never unloaded for idleness
+    last_used: int | None = None  # unix seconds: Triton's last inference, or a request through this frontend
+    in_flight: int = 0  # requests on it now (every replica's, with Redis)
+    footprint: Footprint | None = None  # None: Triton's processes are not visible from this frontend
+    load_seconds: float | None = None  # its last load on demand
+
+
 class ModelStatus(BaseModel):
     name: str
     version: str | None = None
@@ -84,6 +104,25 @@ class ModelStatus(BaseModel):
     task: str | None = None  # the config's openai_task; None for internal models (tokenizers, encoders)
 
 
+class ListedModel(ModelStatus):
+    """A model in GET /admin/models: its status, and its residency when it is a served model."""
+
+    residency: ModelResidency | None = None
+
+
+class TritonMemory(BaseModel):
+    """Triton as a whole against the budgets (None: no such budget, or not measurable from here)."""
+
+    load_on_demand: bool
+    loaded_models: int
+    max_loaded_models: int | None = None
+    host_bytes: int | None = None
+    host_budget_bytes: int | None = None
+    gpu_bytes: int | None = None
+    gpu_budget_bytes: int | None = None
+
+
 class ModelStatusList(BaseModel):
     object: Literal["list"] = "list"
-    data: list[ModelStatus]
+    data: list[ListedModel]
+    memory: TritonMemory | None = None

@@ -7,6 +7,13 @@ from typing import Literal
 from pydantic import BaseModel
 
 
+class LoadStatus(BaseModel):
+    """Whether the model is loaded, in llama.cpp's router shape (`status.value`), which router-aware clients read;
+    "unloaded" models are in the repository and load on the first request (MODELGATE_LOAD_ON_DEMAND)."""
+
+    value: Literal["loaded", "loading", "unloading", "unloaded"]
+
+
 class Model(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -15,6 +22,7 @@ class Model(BaseModel):
     # Extensions (vLLM reports max_model_len too); the OpenAI SDK keeps unknown fields.
     task: str
     max_model_len: int | None = None
+    status: LoadStatus
 
 
 class ModelList(BaseModel):

@@ -8,7 +8,8 @@ router = APIRouter()
 
 @router.get("/admin/models", response_model=ModelStatusList, responses=errors(401, 403, 429, 503))
 async def list_models(request: Request):
-    """Every model in Triton's repository: state, reason and OpenAI task."""
+    """Every model in Triton's repository: state, reason and OpenAI task; for served models their residency
+    (pinned, idle TTL, last use, requests in flight, footprint) and Triton's memory against the budgets."""
     return await request.app.state.services.admin.list()
 
 

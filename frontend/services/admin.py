@@ -14,6 +14,10 @@ model reaches its new state (bounded by `wait_s`) and answer with it. One operat
 (per frontend process): a second one gets 409. Requests already running on an unloading model finish
 (Triton waits for them); new ones get the registry's 404/503 envelopes, because the registry is
 invalidated as soon as Triton accepts the operation.
+
+With models on demand (frontend/residency.py) the list shows each served model's residency (pinned, idle TTL,
+last use, requests in flight, footprint) and Triton's memory against the budgets; an operator's unload
+parks the model (not loaded on demand again) until an operator loads it.
 """
 
 from __future__ import annotations
@@ -29,8 +33,16 @@ from pydantic import ValidationError
 
 from frontend.errors import APIError, Conflict, InvalidRequest, ModelNotFound, ServiceUnavailable, Timeout
 from frontend.metrics import Metrics
-from frontend.protocol.admin import ConfigOverride, ModelStatus, ModelStatusList
+from frontend.protocol.admin import (
+    ConfigOverride,
+    ListedModel,
+    ModelResidency,
+    ModelStatus,
+    ModelStatusList,
+    TritonMemory,
+)
 from frontend.registry import READY, ModelRegistry
+from frontend.residency import Residency
 from frontend.triton import Backend
 from triton_models import contract
 
@@ -94,12 +106,13 @@ def merge_config(current: dict, override: dict) -> dict:
 
 class AdminService:
     def __init__(self, backend: Backend, registry: ModelRegistry, metrics: Metrics,
-                 on_change: Callable[[str], None], wait_s: float):
+                 on_change: Callable[[str], None], wait_s: float, residency: Residency | None = None):
         self.backend = backend
         self.registry = registry
         self.metrics = metrics
         self.on_change = on_change  # e.g. drop the model's cached responses
         self.wait_s = wait_s
+        self.residency = residency
         self._busy: set[str] = set()
         self._tasks: dict[str, str] = {}  # openai_task of every model seen READY: an unloaded one keeps it
 
@@ -120,7 +133,14 @@ class AdminService:
 
     async def list(self) -> ModelStatusList:
         await self._learn_tasks(fresh=True)
-        return ModelStatusList(data=[self._status(e) for _, e in sorted((await self._index()).items())])
+        statuses = [ListedModel(**self._status(e).model_dump()) for _, e in sorted((await self._index()).items())]
+        if self.residency is None:
+            return ModelStatusList(data=statuses)
+        details, memory = await self.residency.describe(await self.registry.list())
+        for status in statuses:
+            if status.name in details:
+                status.residency = ModelResidency.model_validate(details[status.name])
+        return ModelStatusList(data=statuses, memory=TritonMemory.model_validate(memory))
 
     @contextmanager
     def _exclusive(self, name: str):
@@ -192,6 +212,8 @@ class AdminService:
             finally:
                 self._changed(name)
             status = await self._wait(name, lambda state: state == READY)
+            if self.residency is not None:
+                await self.residency.park(name, False)
             self.metrics.admin_operations.labels("load", name, "ok").inc()
             await self._learn_tasks(fresh=True)
             return status.model_copy(update={"task": self._tasks.get(name)})
@@ -208,6 +230,8 @@ class AdminService:
             finally:
                 self._changed(name)
             status = await self._wait(name, lambda state: state not in (READY, "UNLOADING"))
+            if self.residency is not None:
+                await self.residency.park(name, True)
             self._changed(name)
             self.metrics.admin_operations.labels("unload", name, "ok").inc()
             return status

@@ -255,7 +255,7 @@ class ImageService:
             values["steps"] = max(values["steps"], _steps_for(strength, model.int_param("max_steps")))
         if edit_steps(values["steps"], strength) < 1:  # refused here: the model's refusal would be cached
             raise InvalidRequest(f"{values['steps']} steps at strength {strength:g} run no step of the edit; raise "
-                                 "steps or strength", param="strength" if request.steps is None else "steps")
+                                 "steps or strength", param="strength" if request.strength is not None else "steps")
         # A link cannot carry the pictures: it names them, so that two edits never share an image id.
         values["image_sha256"] = hashlib.sha256(images.image.tobytes()).hexdigest()
         if images.mask is not None:

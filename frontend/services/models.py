@@ -1,11 +1,18 @@
-"""/v1/models and readiness, both straight from the registry."""
+"""/v1/models and readiness, both straight from the registry.
+
+With on-demand loading, repository models that are not loaded are listed too, with `status.value`
+"unloaded" (llama.cpp router's shape): a request for one loads it. Without it, only loaded models are listed,
+as before; a client reading only `id` sees what it can use either way.
+"""
 
 from __future__ import annotations
 
-from frontend.errors import ServiceUnavailable
-from frontend.protocol.models import Model, ModelList
-from frontend.registry import ModelRegistry, ServedModel
+from frontend.errors import ModelNotReady, ServiceUnavailable
+from frontend.protocol.models import LoadStatus, Model, ModelList
+from frontend.registry import READY, ModelRegistry, ServedModel
 from frontend.triton import Backend
+
+_STATUS = {READY: "loaded", "LOADING": "loading", "UNLOADING": "unloading"}  # any other state: "unloaded"
 
 # Which parameter holds a model's context length, per task.
 _CONTEXT_KEYS = ("context_length", "max_input_tokens")
@@ -17,20 +24,25 @@ def context_length(served: ServedModel) -> int | None:
 
 
 def to_model(served: ServedModel) -> Model:
-    return Model(id=served.name, created=served.created, task=served.task, max_model_len=context_length(served))
+    return Model(id=served.name, created=served.created, task=served.task, max_model_len=context_length(served),
+                 status=LoadStatus(value=_STATUS.get(served.state, "unloaded")))
 
 
 class ModelService:
-    def __init__(self, backend: Backend, registry: ModelRegistry, required: list[str]):
+    def __init__(self, backend: Backend, registry: ModelRegistry, required: list[str], on_demand: bool = False):
         self.backend = backend
         self.registry = registry
         self.required = required
+        self.on_demand = on_demand  # list (and retrieve) models that load on the first request
 
     async def list(self) -> ModelList:
-        return ModelList(data=[to_model(m) for m in await self.registry.list() if m.ready])
+        return ModelList(data=[to_model(m) for m in await self.registry.list() if m.ready or self.on_demand])
 
     async def retrieve(self, name: str) -> Model:
-        return to_model(await self.registry.get(name))
+        served = await self.registry.find(name)
+        if not served.ready and not self.on_demand:
+            raise ModelNotReady(f"The model `{name}` is {served.state.lower()}; try again shortly", param="model")
+        return to_model(served)
 
     async def readiness(self) -> dict:
         if not await self.backend.server_ready():
@@ -38,6 +50,6 @@ class ModelService:
         models = await self.registry.refresh()
         ready = sorted(name for name, m in models.items() if m.ready)
         missing = [name for name in self.required if name not in ready]
-        if missing or not ready:
+        if missing or not (ready or self.on_demand and models):  # on demand, an empty Triton is ready to load
             raise ServiceUnavailable(f"models not ready: {', '.join(missing) or 'none served yet'}")
         return {"status": "ready", "models": ready}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from frontend.app import create_app
-from frontend.errors import APIError, ContextLengthExceeded
+from frontend.errors import APIError, ContextLengthExceeded, from_triton
 from frontend.settings import Settings
 from tests.api import fake_llm
 
@@ -57,10 +57,16 @@ class FakeBackend:
         return {"name": name, **self.configs.get(name, {"backend": "python"}),
                 "parameters": {k: {"string_value": v} for k, v in self.models[name].items()}}
 
+    def _loaded(self, model: str) -> None:
+        """Triton's answer to a call on a model it does not have loaded."""
+        if self.states.get(model, "READY") != "READY":
+            raise from_triton("StatusCode.NOT_FOUND", f"Request for unknown model: '{model}' is not found")
+
     async def infer(self, model, inputs, outputs, request_id=""):
         self.calls.append((model, inputs))
         if self.fail:
             raise self.fail
+        self._loaded(model)
         if model == "emb":  # a word is a token, plus two special ones, as the tokenizer model counts
             texts = [t.decode() for t in inputs["text_input"]]
             if "truncate_prompt_tokens" in inputs:  # keep the last words, as the tokenizer model does
@@ -82,6 +88,7 @@ class FakeBackend:
         self.calls.append((model, inputs))
         if self.fail:
             raise self.fail
+        self._loaded(model)
         if self.models.get(model, {}).get("openai_task") != "chat":  # `llm`, or a chat model a test adds
             raise AssertionError(f"unexpected model {model}")
         async with contextlib.aclosing(self.llm.stream(inputs)) as responses:  # closed as Triton's stream is

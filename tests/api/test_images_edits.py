@@ -303,7 +303,7 @@ async def test_a_one_step_default_schedule_grows_until_the_edit_runs_a_step(clie
 
 
 @pytest.mark.parametrize(("strength", "steps", "param"), [
-    ("0.5", "1", "steps"), ("0.3", "3", "steps"),  # asked for: int(steps x strength) = 0
+    ("0.5", "1", "strength"), ("0.3", "3", "strength"), (None, "1", "steps"),  # int(steps x strength) = 0
     ("0.01", None, "strength"), ("5e-324", None, "strength"),  # even max_steps (50) runs none
 ])
 async def test_an_edit_that_would_run_no_step_is_refused_before_the_model(client, backend, strength, steps, param):
@@ -311,7 +311,7 @@ async def test_an_edit_that_would_run_no_step_is_refused_before_the_model(client
     without images."""
     backend.models[SD]["default_steps"] = "1"
     calls = len(backend.calls)
-    fields = {"prompt": "x", "strength": strength, **({"steps": steps} if steps else {})}
+    fields = {"prompt": "x", **({"strength": strength} if strength else {}), **({"steps": steps} if steps else {})}
     assert_error(await post_edit(client, fields, {"image": encoded(picture())}), 400, param)
     assert len(backend.calls) == calls
 

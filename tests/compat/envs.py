@@ -1,7 +1,8 @@
 """One virtual environment per client, from a lock file in the repo; a client script run in it.
 
 Some clients cannot share the suite's venv (instructor 1.17 pins jiter<0.15, which takes openai back to 3.3;
-llama-index-llms-openai pins openai<3). Each gets `requirements/<name>.txt`: its top-level `==` pins, then,
+llama-index-llms-openai pins openai<3; openai-python 2.x is a second openai; LiteLLM brings boto3 and pins of
+its own). Each gets `requirements/<name>.txt`: its top-level `==` pins, then,
 below its `# resolved` line, everything pip resolved for them (`python -m tests.compat.envs lock <name>`
 rewrites that part), installed with `--no-deps` so every build is the same. The env lives in
 `~/.cache/modelgate/compat/<name>-<key>`, the key a hash of the lock's text and the Python version: editing
@@ -120,6 +121,16 @@ def run_client(env: str, script: str, *args: str, base_url: str, model: str, tim
         return json.loads(lines[-1])
     except ValueError as error:
         raise ClientFailed(f"{what}: its last stdout line is not JSON: {lines[-1][:500]}") from error
+
+
+def case_value(results: dict, name: str):
+    """One case's value from a script that ran several (clients/common.py `run_cases`); its traceback, as the
+    test's failure, when it failed."""
+    if name not in results:
+        raise ClientFailed(f"the script ran no case {name!r} (it ran {sorted(results)})")
+    if "error" in results[name]:
+        raise ClientFailed(f"case {name!r} failed in the client:\n{results[name]['error']}")
+    return results[name]["value"]
 
 
 def _text(output: bytes | str | None) -> str:

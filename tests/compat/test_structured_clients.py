@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.compat.envs import run_client
+from tests.compat.report import compat
 
 pytestmark = pytest.mark.integration
 
@@ -25,12 +26,16 @@ def llamaindex(frontend, case: str) -> dict:
     return run_client("llamaindex", "llamaindex_structured.py", case, base_url=frontend.base_url, model=MODEL)
 
 
+@compat("instructor", "`from_openai(mode=Mode.JSON_SCHEMA)`: `response_format` json_schema",
+        caveat="instructor 1.17 pins `jiter<0.15`, which takes openai back to 3.3: give it its own venv, or "
+               "expect that downgrade.")
 def test_instructor_json_schema_mode(frontend):
     out = instructor(frontend, "json_schema")
     assert out["sent"]["response_format"]["type"] == "json_schema" and not out["sent"]["tools"]
     assert out["user"] == JOHN
 
 
+@compat("instructor", "`from_openai(mode=Mode.TOOLS)`: one forced function call")
 def test_instructor_tools_mode(frontend):
     out = instructor(frontend, "tools")
     assert out["sent"]["tool_choice"] == {"type": "function", "function": {"name": "User"}}
@@ -38,18 +43,22 @@ def test_instructor_tools_mode(frontend):
     assert out["user"] == JOHN
 
 
+@compat("llamaindex-llm", "`structured_predict` by function calling (`is_function_calling_model=True`)")
 def test_llamaindex_structured_predict_with_function_calling(frontend):
     out = llamaindex(frontend, "function_calling")
     assert out["sent"]["tool_choice"] == "required" and out["sent"]["parallel_tool_calls"] is False
     assert out["type"] == "User" and out["answer"] == JOHN
 
 
+@compat("llamaindex-llm", "`structured_predict` by structured outputs (`should_use_structured_outputs=True`: "
+                          "`response_format` json_schema)")
 def test_llamaindex_structured_predict_with_structured_outputs(frontend):
     out = llamaindex(frontend, "structured_outputs")
     assert out["sent"]["response_format"]["type"] == "json_schema" and not out["sent"]["tools"]
     assert out["type"] == "User" and out["answer"] == JOHN
 
 
+@compat("llamaindex-llm", "`as_structured_llm(...).chat`")
 def test_llamaindex_as_structured_llm(frontend):
     out = llamaindex(frontend, "as_structured_llm")
     assert out["sent"]["tools"][0]["function"]["name"] == "Country"

@@ -13,8 +13,9 @@ from tests.deploy.conftest import CHART, gpu_values, render
 
 # The chart's kubeVersion floor and the newest schemas kubernetes-validate ships.
 KUBE_VERSIONS = ["1.25.0", kubernetes_validate.utils.latest_version()]
-# Prometheus Operator CRDs have no schema in kubernetes-validate; test_helm_objects checks their shape.
-CRD_KINDS = {"ServiceMonitor"}
+# CRDs have no schema in kubernetes-validate: test_helm_objects checks the Prometheus Operator's
+# ServiceMonitor, test_helm_keda validates KEDA's ScaledObject against KEDA's own schema.
+CRD_KINDS = {"ServiceMonitor", "ScaledObject"}
 
 VARIANTS = {
     "default": None,
@@ -27,6 +28,8 @@ VARIANTS = {
         "networkPolicy": {"metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
     },
+    "keda": {"triton": {"autoscaling": {"keda": {"enabled": True}}},
+             "metrics": {"serviceMonitor": {"enabled": True}}},
 }
 
 

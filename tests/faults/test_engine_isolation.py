@@ -4,7 +4,7 @@ The poisons: `temperature: 1e-50` with `top_p: 0.5` (crashed the sampler and, th
 running sequence) and a sequence whose sampling raises (injected: no input makes the fixed sampler raise).
 Each greedy stream must produce exactly its solo text (the tiny fp32 model is exact); the poisoned request
 gets its own answer or its own error. In-process on the Engine, then through a real tritonserver, whose
-`modelgate_llm_sequences` gauge must show the engine idle afterwards.
+`modelgate_engine_sequences` gauge must show the engine idle afterwards.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from export_scripts.common import SHIM
 from launcher.triton import TritonServer
 from tests.integration import llm_tiny
 from triton_models.contract import GENERATION_FAILED, ModelError
-from triton_models.llm.config import SEQUENCES_METRIC
 from triton_models.llm.decoder import OnnxDecoder
 from triton_models.llm.engine import Engine, EngineConfig
+from triton_models.llm.metrics import SEQUENCES
 from triton_models.llm.params import SamplingParams
 from triton_models.llm.tokenizer import TextTokenizer
 
@@ -141,7 +141,7 @@ async def _stream(client, prompt: str, params: dict) -> tuple[str, ModelError | 
 def _sequences(server: TritonServer) -> dict[str, float]:
     metrics = httpx.get(f"http://127.0.0.1:{server.metrics_port}/metrics").text
     return {state: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-            if line.startswith(SEQUENCES_METRIC + "{")
+            if line.startswith(SEQUENCES.name + "{")
             for state in ("running", "waiting") if f'state="{state}"' in line}
 
 

@@ -1,5 +1,5 @@
 """Streams whose clients leave: the frontend cancels their Triton streams and the chat engine drops their
-sequences at once, read from the engine's own gauge (triton_models.llm.config.SEQUENCES_METRIC) on a
+sequences at once, read from the engine's own gauge (triton_models.llm.metrics.SEQUENCES) on a
 tritonserver of this module's own."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from frontend.settings import Settings
 from launcher.triton import TritonServer
 from tests.integration import llm_tiny
 from tests.stack import run_frontend
-from triton_models.llm.config import SEQUENCES_METRIC
+from triton_models.llm.metrics import SEQUENCES
 
 pytestmark = pytest.mark.integration
 
@@ -47,9 +47,9 @@ def sequences(triton: TritonServer) -> dict[str, float]:
     text = httpx.get(triton.metrics_url, timeout=5).text
     counts = {}
     for family in text_string_to_metric_families(text):
-        if family.name == SEQUENCES_METRIC:
+        if family.name == SEQUENCES.name:
             counts.update({s.labels["state"]: s.value for s in family.samples if s.labels["model"] == MODEL})
-    assert counts, f"{SEQUENCES_METRIC} is not exported by {MODEL}"
+    assert counts, f"{SEQUENCES.name} is not exported by {MODEL}"
     return counts
 
 

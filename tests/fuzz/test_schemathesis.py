@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from frontend.app import create_app
 from frontend.settings import Settings
@@ -36,6 +36,10 @@ CONFIG = {
 # A schema-valid request may still be refused for a reason no JSON schema can say (`top_logprobs` without
 # `logprobs`, `best_of` != `n`, a prompt over the model's context): 400 is right there, not a failure.
 EXCLUDED_CHECKS = [positive_data_acceptance]
+# A form carries every value as text, so a "negative" case that breaks a field's type (`"2"` for an integer) is
+# the very bytes of a valid request, which the server rightly takes: for multipart bodies the rejection check
+# can only misfire. Their refusals are tested one by one in tests/api/test_images_edits.py.
+FORM_EXCLUDED_CHECKS = [*EXCLUDED_CHECKS, negative_data_rejection]
 
 
 # The document the frontend publishes at /openapi.json, built from the same app code without a server: the
@@ -61,7 +65,8 @@ def test_published_schema(http):
 
 @SCHEMA.exclude(path_regex=ADMIN_CONTROL).parametrize()
 def test_public_operations(case, frontend):
-    case.call_and_validate(base_url=frontend.url, excluded_checks=EXCLUDED_CHECKS)
+    form = case.media_type == "multipart/form-data"
+    case.call_and_validate(base_url=frontend.url, excluded_checks=FORM_EXCLUDED_CHECKS if form else EXCLUDED_CHECKS)
 
 
 @SCHEMA.include(path_regex=ADMIN_CONTROL).parametrize()

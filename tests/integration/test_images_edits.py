@@ -120,7 +120,7 @@ def test_variation_url_serves_the_same_png_as_b64_json(openai_client):
         ({"mask": ("m.png", with_alpha(np.zeros((32, 32, 3), np.uint8), np.ones((32, 32), bool)), "image/png")}, {},
          "mask"),
         ({"image": ("in.png", b"not a picture", "image/png")}, {}, "image"),
-        ({}, {"steps": 2, "strength": 0.3}, "strength"),  # int(2 x 0.3) = 0 steps: refused by the model itself
+        ({}, {"steps": 2, "strength": 0.3}, "strength"),  # int(2 x 0.3) = 0 steps: refused before the model
         ({"size": "1024x1024"}, {}, "size"),
         ({"input_fidelity": "high"}, {}, "input_fidelity"),
     ],

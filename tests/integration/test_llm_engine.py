@@ -456,26 +456,6 @@ def test_one_bad_sequence_in_a_prefill_group_fails_alone(parts):
     assert good.error is None and good.text == expected  # its group failed; alone it ran
 
 
-def test_sequence_counts_are_reported_as_they_change(parts):
-    counts = []
-    decoder, tokenizer = parts
-    engine = Engine(decoder, tokenizer, EngineConfig(llm_tiny.CONTEXT_LENGTH, Limits(max_num_seqs=2)),
-                    on_sequences=lambda running, waiting: counts.append((running, waiting)))
-    # All three queued before the engine thread runs: two run together, one waits (no race with a fast model).
-    sinks = [submit(engine, f"Count {i}", max_tokens=3, **GREEDY) for i in range(3)]
-    engine.start()
-    try:
-        for sink in sinks:
-            _wait(sink)
-        deadline = time.monotonic() + 5
-        while counts[-1] != (0, 0) and time.monotonic() < deadline:
-            time.sleep(0.01)
-    finally:
-        engine.stop()
-    assert counts[-1] == (0, 0) and max(r for r, _ in counts) == 2 and any(w for _, w in counts)
-    assert all(a != b for a, b in zip(counts, counts[1:]))  # only changes are reported
-
-
 def test_stop_is_prompt_and_fails_the_queue_unavailable(parts):
     engine = make_engine(parts, max_num_seqs=1).start()
     running = submit(engine, "Go on", max_tokens=200, **GREEDY)

@@ -19,8 +19,8 @@ from launcher.triton import TritonServer
 from tests.integration import llm_tiny
 from tests.stack import run_frontend
 from triton_models.llm.decoder import OnnxDecoder
-from triton_models.llm.config import PREFIX_HIT_METRIC
 from triton_models.llm.engine import Engine, EngineConfig
+from triton_models.llm.metrics import PREFIX_HITS
 from triton_models.llm.params import CACHE_SALT, SamplingParams
 from triton_models.llm.tokenizer import TextTokenizer
 
@@ -136,7 +136,7 @@ def llm_triton(tmp_path_factory):
 def reused_tokens(server: TritonServer, model: str = llm_tiny.NAME) -> float:
     """The model's prefix-cache hit counter, from Triton's metrics endpoint."""
     text = httpx.get(server.metrics_url, timeout=10).text
-    pattern = rf'^{PREFIX_HIT_METRIC}{{[^}}]*model="{re.escape(model)}"[^}}]*}} (\S+)$'
+    pattern = rf'^{PREFIX_HITS.name}{{[^}}]*model="{re.escape(model)}"[^}}]*}} (\S+)$'
     match = re.search(pattern, text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
 

@@ -18,6 +18,7 @@ import triton_python_backend_utils as pb_utils
 
 from triton_models import config_parameters
 from triton_models.contract import INVALID_REQUEST, UNAVAILABLE, ModelError
+from triton_models.diffusion import metrics
 from triton_models.diffusion.pipeline import (
     EDIT_NETWORK,
     NETWORKS,
@@ -29,6 +30,7 @@ from triton_models.diffusion.pipeline import (
     to_output,
 )
 from triton_models.errors import error_response, internal_error
+from triton_models.metrics import TritonMetrics, instance_labels
 
 STRING_INPUTS = {"prompt", "negative_prompt"}
 ARRAY_INPUTS = {"image", "mask"}
@@ -89,6 +91,7 @@ class TritonPythonModel:
             vae_scale_factor=int(params["vae_scale_factor"]), latent_channels=int(params["latent_channels"]),
         )
         self.logger = pb_utils.Logger
+        self.metrics = TritonMetrics(pb_utils, metrics.SPECS, instance_labels(args))  # deleted in finalize
         self.logger.log_info(
             f"{self.name}: {params.get('scheduler')} over {', '.join(models.values())}; "
             f"sizes {params['sizes']}"
@@ -104,7 +107,12 @@ class TritonPythonModel:
                 image_request = self.settings.request(lambda name: _input_value(request, name))
             except (ValueError, TypeError) as exc:  # a value of the wrong kind (NaN for an integer, ...)
                 raise exc if isinstance(exc, ModelError) else ModelError(INVALID_REQUEST, str(exc)) from exc
-            images = self.pipeline.generate(image_request, cancelled=request.is_cancelled)
+            steps = []
+            try:
+                images = self.pipeline.generate(image_request, cancelled=request.is_cancelled,
+                                                on_step=steps.append)
+            finally:  # the steps a cancelled or failed request ran count too
+                self.metrics.observe(metrics.STEP_TIME.name, steps)
         except ModelError as exc:
             return error_response(exc)
         except Cancelled as exc:  # nobody is waiting for the answer: Triton's own status says so
@@ -121,4 +129,5 @@ class TritonPythonModel:
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(OUTPUT, output)])
 
     def finalize(self):
+        self.metrics.close()
         self.logger.log_info(f"{self.name}: finalize")

@@ -18,6 +18,7 @@ rest of the picture exactly as it was.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -287,10 +288,12 @@ class StableDiffusion:
         return (mean + std * posterior_noise).astype(np.float32)
 
     def generate(self, request: ImageRequest, cancelled: Callable[[], bool] = lambda: False,
-                 latents: np.ndarray | None = None, posterior_noise: np.ndarray | None = None) -> np.ndarray:
+                 latents: np.ndarray | None = None, posterior_noise: np.ndarray | None = None,
+                 on_step: Callable[[float], None] | None = None) -> np.ndarray:
         """Images [n, height, width, 3] float32 in [0, 1] (before `to_output`). `latents` is the noise and
         `posterior_noise` the draw of an edit's image latents: both from the seed unless given (parity checks
-        pass torch's). Raises Cancelled when `cancelled()` turns true."""
+        pass torch's). Raises Cancelled when `cancelled()` turns true. `on_step` hears each denoising step's
+        seconds (the model's metrics)."""
         shape = self.latent_shape(request)
         if latents is None or posterior_noise is None:
             drawn, drawn_posterior = edit_noise(request.seed, *shape)
@@ -320,6 +323,7 @@ class StableDiffusion:
         for i in range(start, len(timesteps)):
             if cancelled():
                 raise Cancelled(f"cancelled before step {i - start + 1} of {len(timesteps) - start}")
+            began = time.perf_counter()
             model_input = np.concatenate([latents, latents]) if guided else latents
             model_input = scheduler.scale_model_input(model_input, i)
             timestep = np.full((len(model_input), 1), timesteps[i], dtype=np.float32)
@@ -331,6 +335,8 @@ class StableDiffusion:
             if keep is not None:  # outside the mask: the image's own latents, at the next step's noise level
                 proper = scheduler.add_noise(kept, noise, i + 1) if i + 1 < len(timesteps) else kept
                 latents = (keep * proper + (1 - keep) * latents).astype(np.float32)
+            if on_step is not None:
+                on_step(time.perf_counter() - began)
         if cancelled():
             raise Cancelled("cancelled before decoding")
         return self.vae_decoder(latents)

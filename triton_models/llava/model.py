@@ -38,6 +38,13 @@ class TritonPythonModel(llm_model.TritonPythonModel):
 
     def initialize(self, args):
         super().initialize(args)
+        try:
+            self._initialize_images(args)
+        except BaseException:
+            self.finalize()  # the engine started above stops, and its metrics leave with the failed load
+            raise
+
+    def _initialize_images(self, args) -> None:
         config = json.loads(args["model_config"])
         params = config_parameters(config)
         version_dir = Path(args["model_repository"]) / args["model_version"]

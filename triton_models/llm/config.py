@@ -7,12 +7,6 @@ from dataclasses import dataclass, field
 
 from triton_models.llm.scheduler import Limits
 
-# Triton metric (a counter per model and version): prompt tokens the prefix cache saved from prefill.
-PREFIX_HIT_METRIC = "modelgate_llm_prefix_cache_hit_tokens_total"
-# Triton metric (a gauge per model, version and `state`): the engine's sequences, updated as they change.
-SEQUENCES_METRIC = "modelgate_llm_sequences"
-SEQUENCE_STATES = ("running", "waiting")  # the `state` label: in the batch (prefilling too), in the queue
-
 
 @dataclass(frozen=True)
 class EngineConfig:

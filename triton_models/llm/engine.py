@@ -16,7 +16,6 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
 
 import numpy as np
 
@@ -31,6 +30,7 @@ from triton_models.llm.config import EngineConfig, EngineStats
 from triton_models.llm.decoder import OnnxDecoder
 from triton_models.llm.grammar import Grammars
 from triton_models.llm.kv_cache import BatchCache, row_kv
+from triton_models.llm.metrics import EngineMetrics, EngineState
 from triton_models.llm.params import InvalidRequest, SamplingParams
 from triton_models.llm.prefill import Occupancy, PrefillJob, aligned, length_groups
 from triton_models.llm.prefix_cache import PrefixCache
@@ -55,9 +55,8 @@ class Engine:
     """Continuous-batching generation over an OnnxDecoder. Start with `start()`, end with `stop()`."""
 
     def __init__(self, decoder: OnnxDecoder, tokenizer: TextTokenizer, config: EngineConfig,
-                 on_prefix_hit: Callable[[int], None] | None = None,
-                 on_sequences: Callable[[int, int], None] | None = None):
-        """`on_sequences(running, waiting)` hears the sequence counts whenever they change (a Triton gauge)."""
+                 metrics: EngineMetrics | None = None):
+        """`metrics` records what the engine does and publishes it (Triton's metrics endpoint, in a model)."""
         self.decoder = decoder
         self.tokenizer = tokenizer
         self.config = config
@@ -65,11 +64,10 @@ class Engine:
         self.cache = BatchCache(decoder.empty_past(1))
         self.running: list[Sequence] = []  # row order of self.cache
         self.prefilling: list[PrefillJob] = []  # long prompts, a chunk per iteration, oldest first
-        self.prefix_cache = PrefixCache(config.prefix_cache_tokens, on_hit=on_prefix_hit)
+        self.metrics = metrics or EngineMetrics()
+        self.prefix_cache = PrefixCache(config.prefix_cache_tokens, on_hit=self.metrics.prefix_hit)
         self.grammars = Grammars(tokenizer)
         self.stats = EngineStats()
-        self.on_sequences = on_sequences
-        self._reported: tuple[int, int] | None = None
         self._admitted: list[Sequence] = []  # taken from the queue this step, not yet running or prefilling
         self._lock = threading.Condition()
         self._stopping = False
@@ -150,6 +148,7 @@ class Engine:
     # -- the engine thread --------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        self._report()  # the capacity gauge, from the start
         while True:
             with self._lock:
                 while not (self._stopping or self.running or self.prefilling or self.scheduler.waiting):
@@ -175,6 +174,11 @@ class Engine:
             pending = [job.seq.cache_tokens for job in self.prefilling]
             admitted = self.scheduler.admit(Occupancy(self.cache, pending))
         self._admitted = admitted
+        now = time.monotonic()
+        for seq in admitted:
+            if seq.request.admitted is None:  # its first admission (a preempted sequence comes back later)
+                seq.request.admitted = now
+                self.metrics.queued(now - seq.request.created)
         short = []
         for seq in admitted:
             job = self._cached_prefix(seq)
@@ -302,6 +306,7 @@ class Engine:
             return
         self.cache.advance(present)
         self._sample(self.running, logits)
+        self.metrics.decoded(time.monotonic())
 
     def _sample(self, sequences: list[Sequence], logits: np.ndarray) -> None:
         context = self.config.context_length
@@ -314,6 +319,9 @@ class Engine:
                     seq.constraint.mask(row)
                 token, info = seq.sampler.sample(row)
                 seq.accept(token, info)
+                if seq.generated == 1 and seq.request.first_token is None:
+                    seq.request.first_token = time.monotonic()
+                    self.metrics.first_token(seq.request.first_token - seq.request.created)
                 if not seq.finished and seq.cache_tokens >= context:
                     seq.finish("length")
             except Exception:  # this sequence's sampling, stop strings or text: its request fails alone
@@ -373,6 +381,7 @@ class Engine:
         if count:
             log.info("KV budget full: preempting %d sequence(s) for recomputation", count)
             self.stats.preempted += count
+            self.metrics.preempted(count)
             with self._lock:
                 self.scheduler.requeue(self.running[staying:])
         rows = [i for i in range(staying) if not self.running[i].finished]
@@ -413,18 +422,15 @@ class Engine:
             return True
 
     def _report(self) -> None:
-        """Tell `on_sequences` the running (prefilling included) and waiting counts when they changed."""
-        if self.on_sequences is None:
-            return
+        """Once per iteration: the numbers the gauges show, to `metrics` (which publishes when due)."""
         with self._lock:
             waiting = sum(not s.finished for s in self.scheduler.waiting)
-        counts = (len(self.running) + len(self.prefilling), waiting)
-        if counts != self._reported:
-            self._reported = counts
-            try:
-                self.on_sequences(*counts)
-            except Exception:  # a metric is not worth a request
-                log.exception("reporting sequence counts failed")
+        cache = self.cache
+        self.metrics.update(EngineState(
+            running=len(self.running) + len(self.prefilling), waiting=waiting, decoding=cache.batch,
+            kv_used=cache.batch * cache.width + sum(job.done for job in self.prefilling),
+            kv_capacity=self.config.limits.max_kv_tokens, prefix_cache_tokens=self.prefix_cache.tokens_held,
+        ))
 
     def _fail_requests(self, sequences, error: ModelError) -> None:
         """End the requests of these sequences with `error`: all their sequences stop (rows leave at the next

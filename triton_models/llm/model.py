@@ -17,12 +17,13 @@ import triton_python_backend_utils as pb_utils
 from triton_models import config_parameters, tokenize, version_file
 from triton_models.contract import ModelError
 from triton_models.errors import error_response, internal_error
-from triton_models.llm.config import PREFIX_HIT_METRIC, SEQUENCE_STATES, SEQUENCES_METRIC
+from triton_models.llm import metrics
 from triton_models.llm.decoder import OnnxDecoder
 from triton_models.llm.engine import Engine, EngineConfig
 from triton_models.llm.params import InvalidRequest, SamplingParams
 from triton_models.llm.sequence import RequestOutput
 from triton_models.llm.tokenizer import TextTokenizer
+from triton_models.metrics import TritonMetrics, instance_labels
 from triton_models.ort_runner import execution_providers, spinning, thread_count
 
 DEFAULT_MODEL_FILE = "model_q4.onnx"
@@ -87,8 +88,13 @@ class TritonPythonModel:
         spin = spinning(params, default=True)
         decoder = OnnxDecoder(model_file, threads, embeddings=embeddings, providers=execution_providers(params),
                               spin=spin)
-        self.engine = Engine(decoder, tokenizer, config, on_prefix_hit=_PrefixHitCounter(args),
-                             on_sequences=_SequenceGauge(args)).start()
+        # One set of series per instance, deleted in finalize (triton_models.metrics says why).
+        self.metrics = TritonMetrics(pb_utils, metrics.SPECS, instance_labels(args))
+        try:
+            self.engine = Engine(decoder, tokenizer, config, metrics.EngineMetrics(self.metrics)).start()
+        except BaseException:
+            self.metrics.close()  # a failed load leaves no series behind
+            raise
         self.logger.log_info(
             f"{args['model_name']}: {model_file.name}, {decoder.shape.num_layers} layers, {config}, "
             f"{threads or 'default'} threads{' (spinning)' if spin else ''}, {decoder.session.get_providers()[0]}"
@@ -141,6 +147,7 @@ class TritonPythonModel:
 
     def finalize(self):
         self.engine.stop()  # bounded: a step in progress ends in milliseconds; the queue fails UNAVAILABLE
+        self.metrics.close()  # its series leave the endpoint (a late engine step then publishes nothing)
         self.logger.log_info("llm engine stopped")
 
 
@@ -198,36 +205,6 @@ def _forward_engine_logs() -> None:
         engine_log.addHandler(_TritonLogHandler())
         engine_log.setLevel(logging.INFO)
         engine_log.propagate = False
-
-
-class _PrefixHitCounter:
-    """Prompt tokens reused from the prefix cache, on Triton's metrics endpoint per model and version: how
-    operators see the cache work, and how tests see which requests shared a prefix without timing them."""
-
-    def __init__(self, args):
-        self.family = pb_utils.MetricFamily(  # held here: a collected family takes its metrics with it
-            name=PREFIX_HIT_METRIC, kind=pb_utils.MetricFamily.COUNTER,
-            description="Prompt tokens taken from the LLM prefix cache instead of prefilled")
-        self.metric = self.family.Metric(labels={"model": args["model_name"], "version": args["model_version"]})
-
-    def __call__(self, tokens: int) -> None:
-        self.metric.increment(tokens)
-
-
-class _SequenceGauge:
-    """The engine's running and waiting sequences, on Triton's metrics endpoint per model and version: how
-    operators (and the fault tests) see the engine go idle once its clients have left."""
-
-    def __init__(self, args):
-        self.family = pb_utils.MetricFamily(
-            name=SEQUENCES_METRIC, kind=pb_utils.MetricFamily.GAUGE,
-            description="LLM engine sequences by state: running (in the batch or prefilling) or waiting")
-        labels = {"model": args["model_name"], "version": args["model_version"]}
-        self.metrics = [self.family.Metric(labels={**labels, "state": state}) for state in SEQUENCE_STATES]
-
-    def __call__(self, running: int, waiting: int) -> None:
-        for metric, value in zip(self.metrics, (running, waiting)):
-            metric.set(value)
 
 
 def _scalar(request, name: str, default=None):

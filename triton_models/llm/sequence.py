@@ -73,6 +73,8 @@ class Request:
     want_logprobs: bool = False
     id: int = field(default_factory=lambda: next(_ids))
     created: float = field(default_factory=time.monotonic)
+    admitted: float | None = None  # first admission into the batch (queue time), monotonic
+    first_token: float | None = None  # first token generated (time to first token), monotonic
     sequences: list[Sequence] = field(default_factory=list)
     responses: int = 0
     closed: bool = False  # the final flag (or an error) went out
