@@ -556,3 +556,15 @@ def test_a_constraint_that_cannot_be_enforced_is_refused_by_name(parts, constrai
     with pytest.raises(InvalidRequest, match=re.escape(message)) as caught:
         submit(engine, "Answer:", max_tokens=5, structured_outputs=constraint)
     assert caught.value.param in ("response_format", "guided_regex", "structured_outputs")
+
+
+def test_a_constraint_its_own_tokens_cannot_follow_fails_that_request_as_a_400(parts):
+    """A regex of astral characters: llguidance 1.9 masks a byte token in and then refuses it. The request fails
+    alone with a 400 naming its field (not a 500 "retry", which would fail again); the others go on."""
+    engine = make_engine(parts)
+    broken = submit(engine, "Answer:", max_tokens=8, structured_outputs={"regex": "\U000bd3c2\x11t\u00eb"})
+    fine = submit(engine, "Answer:", max_tokens=4, **GREEDY)
+    run(engine, [broken, fine])
+    assert broken.error is not None and broken.error.code == "invalid_request" and broken.error.status == 400
+    assert broken.error.param == "guided_regex"
+    assert fine.error is None and fine.finish_reason == "length"

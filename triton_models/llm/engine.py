@@ -22,13 +22,14 @@ import numpy as np
 from triton_models.contract import (
     CONTEXT_LENGTH_EXCEEDED,
     GENERATION_FAILED,
+    INVALID_REQUEST,
     INVALID_TOKEN_IDS,
     UNAVAILABLE,
     ModelError,
 )
 from triton_models.llm.config import EngineConfig, EngineStats
 from triton_models.llm.decoder import OnnxDecoder
-from triton_models.llm.grammar import Grammars
+from triton_models.llm.grammar import Grammars, Unfollowable, field
 from triton_models.llm.kv_cache import BatchCache, row_kv
 from triton_models.llm.metrics import EngineMetrics, EngineState
 from triton_models.llm.params import InvalidRequest, SamplingParams
@@ -98,7 +99,8 @@ class Engine:
                           prompt_embeds=prompt_embeds)
         grammar = self.grammars.compile(*params.structured) if params.structured else None
         request.sequences = [
-            Sequence(request, i, self.tokenizer, max_new, grammar and self.grammars.constraint(grammar))
+            Sequence(request, i, self.tokenizer, max_new,
+                     grammar and self.grammars.constraint(grammar, field(params.structured[0], params.structured[2])))
             for i in range(params.n)
         ]
         with self._lock:
@@ -324,6 +326,12 @@ class Engine:
                     self.metrics.first_token(seq.request.first_token - seq.request.created)
                 if not seq.finished and seq.cache_tokens >= context:
                     seq.finish("length")
+            except Unfollowable as exc:  # the client's constraint, not a fault of ours: a 400 naming its field
+                log.warning("request %d: %s", seq.request.id, exc)
+                self._fail_requests([seq], ModelError(
+                    INVALID_REQUEST, "the constraint cannot be followed with this model's tokens (its grammar refused "
+                    "a token it had allowed); simplify it, e.g. avoid characters outside the Basic Multilingual Plane",
+                    exc.param))
             except Exception:  # this sequence's sampling, stop strings or text: its request fails alone
                 log.exception("request %d: sequence %d failed; the batch goes on", seq.request.id, seq.index)
                 self._fail_requests([seq], FAILED)

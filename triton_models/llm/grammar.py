@@ -57,7 +57,7 @@ class Grammars:
         from llguidance import LLMatcher
 
         value = json.loads(text)
-        param = param or (PARAM if kind in ("json", "json_object") else f"guided_{kind}")
+        param = field(kind, param)
         if kind == "json":
             grammar = LLMatcher.grammar_from_json_schema(closed_objects(value), defaults=JSON_OPTIONS)
         elif kind == "json_object":
@@ -73,20 +73,37 @@ class Grammars:
             raise InvalidRequest(f"the {_describe(kind)} cannot be enforced: {_first_line(messages)}", param)
         return grammar
 
-    def constraint(self, grammar: str) -> Constraint:
+    def constraint(self, grammar: str, param: str | None = None) -> Constraint:
+        """A matcher of `grammar` for one sequence; `param`: the request field it came from (its errors')."""
         from llguidance import LLMatcher
 
         return Constraint(LLMatcher(self.tokenizer, grammar, log_level=0, limits=_limits()),
-                          self.tokenizer.vocab_size)
+                          self.tokenizer.vocab_size, param)
+
+
+def field(kind: str, param: str | None = None) -> str:
+    """The request field a constraint of `kind` came from: `param` when the caller said, else the field of the
+    kind (response_format for JSON, guided_<kind> for the others)."""
+    return param or (PARAM if kind in ("json", "json_object") else f"guided_{kind}")
+
+
+class Unfollowable(ValueError):
+    """The grammar refused a token its own mask allowed: it cannot be followed with this tokenizer's tokens
+    (seen with a regex of astral characters, whose byte tokens llguidance masks and then refuses)."""
+
+    def __init__(self, message: str, param: str | None):
+        super().__init__(message)
+        self.param = param
 
 
 class Constraint:
     """One sequence's position in its grammar: which tokens may come next, and whether it is complete."""
 
-    def __init__(self, matcher, vocab_size: int):
+    def __init__(self, matcher, vocab_size: int, param: str | None = None):
         import llguidance.numpy as lln
 
         self.matcher = matcher
+        self.param = param
         self._fill = lln.fill_next_token_bitmask
         self._bitmask = lln.allocate_token_bitmask(1, vocab_size)
         self.vocab_size = vocab_size
@@ -101,7 +118,8 @@ class Constraint:
 
     def consume(self, token: int) -> None:
         if not self.matcher.consume_token(token):
-            raise ValueError(f"token {token} is not allowed by the grammar: {self.matcher.get_error()[:200]}")
+            raise Unfollowable(f"token {token} is not allowed by the grammar: {self.matcher.get_error()[:200]}",
+                               self.param)
 
     @property
     def complete(self) -> bool:
