@@ -23,6 +23,12 @@ class Model(BaseModel):
     task: str
     max_model_len: int | None = None
     status: LoadStatus
+    # What a client cannot learn otherwise without a refused request (the playground reads them): chat models
+    # say whether they take image_url parts; images models the sizes they draw, images per request, and edits.
+    supports_images: bool | None = None
+    sizes: list[str] | None = None
+    max_n: int | None = None
+    supports_edits: bool | None = None
 
 
 class ModelList(BaseModel):

@@ -198,7 +198,7 @@ class ImageService:
     def _values(self, request: BaseImageRequest, model: ServedModel, prompt: str,
                 default_size: str | None = None) -> dict:
         params = model.parameters
-        sizes = [s.strip() for s in params.get("sizes", "").split(",") if s.strip()]
+        sizes = model_sizes(model)
         if request.size not in (None, "auto"):
             size = request.size
         elif default_size in sizes:
@@ -312,6 +312,11 @@ class ImageService:
 
 def _edits(model: ServedModel) -> bool:
     return model.parameters.get(SUPPORTS_EDITS) == "true"
+
+
+def model_sizes(model: ServedModel) -> list[str]:
+    """The sizes an images model draws ("512x512", ...), from its config's `sizes` parameter."""
+    return [s.strip() for s in model.parameters.get("sizes", "").split(",") if s.strip()]
 
 
 def _steps_for(strength: float, max_steps: int | None) -> int:

@@ -10,7 +10,10 @@ from __future__ import annotations
 from frontend.errors import ModelNotReady, ServiceUnavailable
 from frontend.protocol.models import LoadStatus, Model, ModelList
 from frontend.registry import READY, ModelRegistry, ServedModel
+from frontend.services.generation import TASKS_CHAT
+from frontend.services.images import model_sizes
 from frontend.triton import Backend
+from triton_models.contract import SUPPORTS_EDITS
 
 _STATUS = {READY: "loaded", "LOADING": "loading", "UNLOADING": "unloading"}  # any other state: "unloaded"
 
@@ -25,7 +28,17 @@ def context_length(served: ServedModel) -> int | None:
 
 def to_model(served: ServedModel) -> Model:
     return Model(id=served.name, created=served.created, task=served.task, max_model_len=context_length(served),
-                 status=LoadStatus(value=_STATUS.get(served.state, "unloaded")))
+                 status=LoadStatus(value=_STATUS.get(served.state, "unloaded")), **capabilities(served))
+
+
+def capabilities(served: ServedModel) -> dict:
+    """The extension fields of the model's task (none for other tasks: they stay null)."""
+    if served.task in TASKS_CHAT:
+        return {"supports_images": served.parameters.get("supports_images") == "true"}
+    if served.task == "images":
+        return {"sizes": model_sizes(served), "max_n": served.int_param("max_n"),
+                "supports_edits": served.parameters.get(SUPPORTS_EDITS) == "true"}
+    return {}
 
 
 class ModelService:

@@ -63,3 +63,17 @@ async def test_unexpected_errors_are_500_envelopes(client, backend):
     backend.repository_index = broken
     error = assert_error(await client.get("/v1/models"), 500)
     assert "boom" not in error["message"]
+
+
+async def test_models_publish_what_their_task_can_take(client, backend):
+    """Chat models say whether they take images; images models their sizes, max n and edits; others neither."""
+    backend.models["llm"]["supports_images"] = "true"
+    backend.models["sd"] = {"openai_task": "images", "sizes": "64x64, 128x128", "max_n": "4",
+                            "supports_edits": "true"}
+    backend.states["sd"] = "READY"
+    models = {m["id"]: m for m in (await client.get("/v1/models")).json()["data"]}
+    assert models["llm"]["supports_images"] is True and models["llm"]["sizes"] is None
+    assert (models["sd"]["sizes"], models["sd"]["max_n"], models["sd"]["supports_edits"]) == (
+        ["64x64", "128x128"], 4, True)
+    assert models["emb"]["supports_images"] is None and models["emb"]["sizes"] is None
+    assert (await client.get("/v1/models/sd")).json()["sizes"] == ["64x64", "128x128"]
