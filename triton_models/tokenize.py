@@ -33,18 +33,23 @@ TEXT_INPUT = "text_input"
 Encode = Callable[[str, "bool | None"], list[int]]
 
 
-def add_tensors(auto_complete_model_config):
-    """The entry points' inputs and outputs, added to a model's config where it does not declare them."""
+def add_missing_tensors(auto_complete_model_config, inputs, outputs):
+    """`inputs` and `outputs` (tensor specs), added to a model's config where it does not declare them."""
     config = auto_complete_model_config.as_dict()
-    inputs = {t["name"] for t in config["input"]}
-    outputs = {t["name"] for t in config["output"]}
-    for spec in INPUTS:
-        if spec["name"] not in inputs:
+    have_inputs = {t["name"] for t in config["input"]}
+    have_outputs = {t["name"] for t in config["output"]}
+    for spec in inputs:
+        if spec["name"] not in have_inputs:
             auto_complete_model_config.add_input(spec)
-    for spec in OUTPUTS:
-        if spec["name"] not in outputs:
+    for spec in outputs:
+        if spec["name"] not in have_outputs:
             auto_complete_model_config.add_output(spec)
     return auto_complete_model_config
+
+
+def add_tensors(auto_complete_model_config):
+    """The entry points' inputs and outputs, added to a model's config where it does not declare them."""
+    return add_missing_tensors(auto_complete_model_config, INPUTS, OUTPUTS)
 
 
 def is_entry_request(pb, request) -> bool:

@@ -50,15 +50,7 @@ OUTPUTS = [
 class TritonPythonModel:
     @staticmethod
     def auto_complete_config(auto_complete_model_config):
-        config = auto_complete_model_config.as_dict()
-        have_inputs = {i["name"] for i in config["input"]}
-        have_outputs = {o["name"] for o in config["output"]}
-        for spec in INPUTS:
-            if spec["name"] not in have_inputs:
-                auto_complete_model_config.add_input(spec)
-        for spec in OUTPUTS:
-            if spec["name"] not in have_outputs:
-                auto_complete_model_config.add_output(spec)
+        tokenize.add_missing_tensors(auto_complete_model_config, INPUTS, OUTPUTS)
         tokenize.add_tensors(auto_complete_model_config)  # /tokenize and /detokenize, answered in _submit
         auto_complete_model_config.set_max_batch_size(0)
         auto_complete_model_config.set_model_transaction_policy({"decoupled": True})
